@@ -1,0 +1,67 @@
+"""A run directory: config.json, tokenizer, corpus.pt (encoded splits), checkpoint.pt, best.pt,
+metrics.csv. This module reads and writes them and rebuilds a trained model."""
+
+import json
+import os
+
+import torch
+
+from .checkpoint import atomic_write_bytes, load_checkpoint
+from .corpus import EncodedSplit
+from .errors import SVAEError
+from .model import ModelConfig, SentenceVAE
+from .tokenizers import load_tokenizer, vocab_hash
+
+CONFIG, CHECKPOINT, BEST, CORPUS, METRICS = (
+    "config.json", "checkpoint.pt", "best.pt", "corpus.pt", "metrics.csv")
+
+
+def read_config(run_dir):
+    path = os.path.join(run_dir, CONFIG)
+    if not os.path.isfile(path):
+        raise SVAEError(f"{run_dir}: not a pyro-svae run (no {CONFIG})")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise SVAEError(f"{path}: unreadable ({e.__class__.__name__})") from None
+
+
+def write_config(run_dir, config):
+    atomic_write_bytes(os.path.join(run_dir, CONFIG), json.dumps(config, indent=1).encode())
+
+
+def model_config(config, vocab_size):
+    fields = ModelConfig.__dataclass_fields__
+    values = {k: v for k, v in config["train"].items() if k in fields and k != "vocab_size"}
+    if config["train"].get("model") == "lm":
+        values["z_dim"] = 0
+    return ModelConfig(vocab_size=vocab_size, **values)
+
+
+def load_corpus(run_dir):
+    state = torch.load(os.path.join(run_dir, CORPUS), weights_only=True)
+    return {name: EncodedSplit(s["tokens"], s["offsets"]) for name, s in state["splits"].items()}
+
+
+def restore_model(svae, state, tokenizer, path):
+    """Load ``state['model']`` into ``svae``; one-line errors for another vocabulary or size."""
+    if state.get("vocab_hash") != vocab_hash(tokenizer):
+        raise SVAEError(f"{path}: checkpoint from another vocabulary than this run's tokenizer")
+    try:
+        svae.load_state_dict(state["model"])
+    except RuntimeError:
+        raise SVAEError(f"{path}: checkpoint from another model size or architecture") from None
+
+
+def load_run(run_dir, device="cpu", which="best"):
+    """-> (SentenceVAE in eval mode on ``device``, tokenizer, config). which: 'best' or 'last'."""
+    config = read_config(run_dir)
+    tokenizer = load_tokenizer(run_dir)
+    path = os.path.join(run_dir, BEST if which == "best" else CHECKPOINT)
+    if not os.path.isfile(path):
+        path = os.path.join(run_dir, CHECKPOINT)
+    state = load_checkpoint(path, device)
+    svae = SentenceVAE(model_config(config, len(tokenizer))).to(device)
+    restore_model(svae, state, tokenizer, path)
+    return svae.eval(), tokenizer, config

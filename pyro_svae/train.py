@@ -1,0 +1,363 @@
+"""Training: SVI with KL annealing and word dropout, validation, early stopping, checkpoints.
+
+``train(TrainConfig(...), out_dir)`` starts a run; ``train(..., resume=True)`` continues one
+exactly where its checkpoint left it (same batches, same random draws)."""
+
+import csv
+import dataclasses
+import datetime
+import math
+import os
+import platform
+import signal
+import threading
+import time
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from pyro.optim import PyroOptim
+from tqdm.auto import tqdm
+
+from . import __version__
+from .checkpoint import atomic_save, load_checkpoint
+from .corpus import batch_order, encode_sentences, gather, load_text_splits
+from .devices import forked_rng, resolve_device
+from .errors import SVAEError
+from .evaluation import kl_term, validate
+from .model import BETA_FLOOR, SentenceVAE
+from .rundir import (BEST, CHECKPOINT, CORPUS, METRICS, load_corpus, model_config, read_config,
+                     restore_model, write_config)
+from .schedules import parse_schedule
+from .tokenizers import SentencePieceTokenizer, WordTokenizer, load_tokenizer, vocab_hash
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    # data and tokenizer
+    data: str = ""
+    tokenizer: str = "word"  # word | spm
+    vocab_size: int = 10000  # word: the most frequent words (specials included); spm: pieces
+    min_count: int = 1
+    max_len: int = 60  # tokens per sentence, </s> not counted
+    too_long: str = "drop"  # drop | truncate
+    # model
+    model: str = "vae"  # vae | lm (the decoder alone: the language-model baseline)
+    emb_dim: int = 353
+    hidden: int = 191
+    z_dim: int = 13
+    enc_hidden: int = 0
+    enc_layers: int = 1
+    dec_layers: int = 1
+    bidirectional: bool = False
+    feed_z: bool = False
+    tie: bool = False
+    dropout: float = 0.0
+    guide: str = "diag"
+    # objective
+    elbo: str = "trace"  # trace (Trace_ELBO) | meanfield (TraceMeanField_ELBO, analytic KL)
+    kl_schedule: str = "logistic:0.0025,2500"
+    word_keep: float = 0.75
+    # optimization and budget
+    batch_size: int = 32
+    lr: float = 1e-3
+    clip_norm: float = 5.0
+    max_epochs: int = 0  # 0: no limit
+    max_steps: int = 0
+    max_minutes: float = 0.0
+    eval_every: int = 500
+    patience: int = 0  # evaluations without a better validation ELBO before stopping; 0: never
+    seed: int = 0
+    device: str = "auto"
+
+
+# Options a resumed run may change; every other one is fixed by the run.
+RESUMABLE = {"max_epochs", "max_steps", "max_minutes", "eval_every", "patience", "device"}
+CHOICES = {"tokenizer": ("word", "spm"), "too_long": ("drop", "truncate"), "model": ("vae", "lm"),
+           "elbo": ("trace", "meanfield")}
+
+
+class GlobalClipAdam(PyroOptim):
+    """Adam (through Pyro's optimizer wrapper) with the gradients of each step clipped by their
+    global norm over all parameters."""
+
+    def __init__(self, lr, clip_norm):
+        super().__init__(torch.optim.Adam, {"lr": lr})
+        self.clip_norm = clip_norm
+
+    def __call__(self, params, *args, **kwargs):
+        params = sorted(params, key=pyro.get_param_store().param_name)  # a fixed order: exact resumes
+        if self.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, self.clip_norm)
+        super().__call__(params, *args, **kwargs)
+
+
+def check_config(c):
+    for name, allowed in CHOICES.items():
+        if getattr(c, name) not in allowed:
+            raise SVAEError(f"--{name.replace('_', '-')} {getattr(c, name)!r}: use one of {', '.join(allowed)}")
+    if not 0.0 <= c.word_keep <= 1.0:
+        raise SVAEError(f"--word-keep {c.word_keep}: must lie in [0, 1]")
+    for name in ("batch_size", "eval_every", "emb_dim", "hidden", "max_len", "vocab_size"):
+        if getattr(c, name) <= 0:
+            raise SVAEError(f"--{name.replace('_', '-')} must be positive")
+    if c.model == "vae" and c.z_dim <= 0:
+        raise SVAEError("--z-dim must be positive for a VAE (use --model lm for no latent)")
+
+
+def _log_read(log, split, stats):
+    if stats.undecodable:
+        shown = ", ".join(map(str, stats.undecodable[:10])) + (" ..." if len(stats.undecodable) > 10 else "")
+        log(f"warning: {split}: {len(stats.undecodable)} lines are not UTF-8 and were skipped (lines {shown})")
+    if stats.empty:
+        log(f"{split}: {stats.empty} empty lines skipped")
+
+
+def prepare_run(c, out_dir, log):
+    """Read and tokenize the corpus once; write the tokenizer, corpus.pt and config.json."""
+    texts, read_stats, checksums = load_text_splits(c.data)
+    for split, stats in read_stats.items():
+        _log_read(log, split, stats)
+    os.makedirs(out_dir, exist_ok=True)
+    if c.tokenizer == "word":
+        tokenizer = WordTokenizer.build(texts["train"], max_size=c.vocab_size, min_count=c.min_count)
+    else:
+        tokenizer = SentencePieceTokenizer.build(texts["train"], out_dir, vocab_size=c.vocab_size)
+    tokenizer.save(out_dir)
+    splits, counts = {}, {}
+    for name, sentences in texts.items():
+        splits[name], enc = encode_sentences(sentences, tokenizer, c.max_len, c.too_long)
+        counts[name] = {"sentences": len(splits[name]), "tokens": int(splits[name].lengths.sum()),
+                        "too_long": enc.too_long, "empty_after_tokenizing": enc.empty}
+        verb = "dropped" if c.too_long == "drop" else "truncated"
+        log(f"{name}: {len(splits[name])} sentences, {counts[name]['tokens']} tokens"
+            + (f"; {enc.too_long} over --max-len {c.max_len} {verb}" if enc.too_long else ""))
+    if len(splits["train"]) == 0:
+        raise SVAEError(f"{c.data}: no valid training sentence (empty, undecodable or over --max-len)")
+    if len(splits["valid"]) == 0:
+        raise SVAEError(f"{c.data}: no validation sentence; give a valid split or more sentences")
+    atomic_save({"splits": {k: v.state() for k, v in splits.items()}}, os.path.join(out_dir, CORPUS))
+    write_config(out_dir, {
+        "train": dataclasses.asdict(c), "vocab_size": len(tokenizer), "data_sha256": checksums,
+        "counts": counts, "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        "versions": {"pyro_svae": __version__, "pyro": pyro.__version__, "torch": torch.__version__,
+                     "python": platform.python_version()},
+    })
+    return tokenizer, splits
+
+
+def resumed_config(out_dir, overrides):
+    """The run's TrainConfig with the allowed overrides applied; an error for any other change."""
+    stored = read_config(out_dir)["train"]
+    if not os.path.isfile(os.path.join(out_dir, CHECKPOINT)):
+        raise SVAEError(f"{out_dir}: the run has no {CHECKPOINT} to resume from")
+    for key, value in overrides.items():
+        if key not in RESUMABLE and value != stored.get(key):
+            raise SVAEError(f"--{key.replace('_', '-')} {value} differs from the run's {stored.get(key)}; "
+                            f"a resumed run keeps its data and model settings")
+    return TrainConfig(**{**stored, **{k: v for k, v in overrides.items() if k in RESUMABLE}})
+
+
+class Trainer:
+    def __init__(self, c, out_dir, tokenizer, splits, log=print, progress=True):
+        self.c, self.out_dir, self.log, self.progress = c, out_dir, log, progress
+        self.tokenizer, self.splits = tokenizer, splits
+        self.device = resolve_device(c.device)
+        pyro.clear_param_store()
+        pyro.set_rng_seed(c.seed)
+        self.svae = SentenceVAE(model_config({"train": dataclasses.asdict(c)}, len(tokenizer))).to(self.device)
+        self.optim = GlobalClipAdam(c.lr, c.clip_norm)
+        loss = TraceMeanField_ELBO() if c.elbo == "meanfield" else Trace_ELBO()
+        self.svi = SVI(self.svae.model, self.svae.guide, self.optim, loss)
+        self.batches_per_epoch = math.ceil(len(splits["train"]) / c.batch_size)
+        self.total_steps = c.max_steps or (c.max_epochs * self.batches_per_epoch) or None
+        self.schedule = parse_schedule(c.kl_schedule, self.total_steps)
+        self.last_metrics = None
+        self.pos = {"step": 0, "epoch": 0, "batch": 0, "best_elbo": -math.inf, "bad_evals": 0, "minutes": 0.0}
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def state(self, with_optim=True):
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        state = {"model": self.svae.state_dict(), "position": dict(self.pos), "rng": rng,
+                 "vocab_hash": vocab_hash(self.tokenizer), "config": dataclasses.asdict(self.c)}
+        if with_optim:
+            state["optim"] = self.optim.get_state()
+        return state
+
+    def restore(self, path):
+        state = load_checkpoint(path, self.device)
+        restore_model(self.svae, state, self.tokenizer, path)
+        self.optim.set_state(state["optim"])
+        self.pos.update(state["position"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if self.device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def stop_reason(self, started):
+        c, p = self.c, self.pos
+        minutes = p["minutes"] + (time.time() - started) / 60
+        if c.max_steps and p["step"] >= c.max_steps:
+            return "max-steps"
+        if c.max_epochs and p["epoch"] >= c.max_epochs:
+            return "max-epochs"
+        if c.max_minutes and minutes >= c.max_minutes:
+            return "max-minutes"
+        if c.patience and p["bad_evals"] >= c.patience:
+            return "early stopping"
+        return None
+
+    def run(self):
+        """Train until a budget, early stopping or Ctrl-C; returns a summary with every step's loss."""
+        c, p, train = self.c, self.pos, self.splits["train"]
+        size = len(train)
+        interrupted = []
+        restore_sigint = _catch_sigint(interrupted)
+        started, losses, last_eval = time.time(), [], p["step"]
+        bar = tqdm(total=self.total_steps, initial=p["step"], unit="step", disable=not self.progress,
+                   dynamic_ncols=True, smoothing=0.05)
+        window = [time.time(), 0]  # tokens/s since the last display
+        reason = self.stop_reason(started)
+        self.svae.train()
+        try:
+            while reason is None and not interrupted:
+                order = batch_order(train, c.batch_size, c.seed, p["epoch"])
+                while p["batch"] < len(order):
+                    batch = gather(train, order[p["batch"]]).to(self.device)
+                    beta = self.schedule(p["step"])
+                    loss = self.svi.step(batch, size=size, beta=beta, word_keep=c.word_keep)
+                    losses.append(loss)
+                    p["step"] += 1
+                    p["batch"] += 1
+                    window[1] += batch.num_tokens()
+                    bar.update(1)
+                    if p["step"] % 20 == 0 or p["step"] == 1:
+                        self._show(bar, batch, loss / size, beta, window, started)
+                    if p["step"] % c.eval_every == 0:
+                        self.evaluate(started, losses[last_eval - p["step"]:], beta)
+                        last_eval = p["step"]
+                    reason = self.stop_reason(started)
+                    if reason or interrupted:
+                        break
+                else:
+                    p["epoch"] += 1
+                    p["batch"] = 0
+                    reason = self.stop_reason(started)
+        finally:
+            restore_sigint()
+            bar.close()
+        if interrupted:
+            reason = "interrupted"
+        if p["step"] != last_eval or not os.path.isfile(os.path.join(self.out_dir, CHECKPOINT)):
+            self.evaluate(started, losses[last_eval - p["step"]:] if p["step"] > last_eval else [],
+                          self.schedule(max(p["step"] - 1, 0)))
+        return {"run": self.out_dir, "stopped": reason, "step": p["step"], "epoch": p["epoch"],
+                "best_elbo": p["best_elbo"], "losses": losses, "last": self.last_metrics}
+
+    def _show(self, bar, batch, loss, beta, window, started):
+        with torch.no_grad(), forked_rng(self.device):
+            kl = float(_batch_kl(self.svae, batch)) if self.svae.z_dim else 0.0
+        now = time.time()
+        post = {"loss": f"{loss:.2f}", "kl": f"{kl:.2f}", "beta": f"{max(beta, BETA_FLOOR):.3f}",
+                "tok/s": f"{window[1] / max(now - window[0], 1e-9):.0f}"}
+        if self.c.max_minutes and not self.total_steps:
+            left = self.c.max_minutes - self.pos["minutes"] - (now - started) / 60
+            post["eta"] = f"{max(left, 0):.1f}m"
+        bar.set_postfix(post, refresh=False)
+        window[0], window[1] = now, 0
+
+    def evaluate(self, started, recent_losses, beta):
+        p = self.pos
+        m = validate(self.svae, self.splits["valid"], max(self.c.batch_size, 64), seed=self.c.seed)
+        minutes = p["minutes"] + (time.time() - started) / 60
+        improved = m["elbo"] > p["best_elbo"]
+        if improved:
+            p["best_elbo"], p["bad_evals"] = m["elbo"], 0
+        else:
+            p["bad_evals"] += 1
+        train_loss = sum(recent_losses) / len(recent_losses) / len(self.splits["train"]) if recent_losses else float("nan")
+        row = {"step": p["step"], "epoch": p["epoch"], "beta": round(max(beta, BETA_FLOOR), 6),
+               "train_loss": round(train_loss, 4), "val_elbo": round(m["elbo"], 4),
+               "val_rec": round(m["rec"], 4), "val_kl": round(m["kl"], 4),
+               "val_ppl_bound": round(m["ppl_bound"], 3), "minutes": round(minutes, 3)}
+        _append_metrics(os.path.join(self.out_dir, METRICS), row)
+        saved_minutes, p["minutes"] = p["minutes"], minutes
+        if improved:
+            atomic_save(self.state(with_optim=False), os.path.join(self.out_dir, BEST))
+        atomic_save(self.state(), os.path.join(self.out_dir, CHECKPOINT))
+        p["minutes"] = saved_minutes
+        self.last_metrics = row
+        self.log(f"step {p['step']}: val ELBO {m['elbo']:.2f} (rec {m['rec']:.2f}, KL {m['kl']:.2f}), "
+                 f"PPL <= {m['ppl_bound']:.1f}" + (" *" if improved else ""))
+        return row
+
+
+def _batch_kl(svae, batch):
+    """Mean KL(q(z|x) || p(z)) over a batch, for display."""
+    q = svae.q(batch)
+    z = q.sample()
+    return kl_term(q, dist.Normal(torch.zeros_like(z), 1.0).to_event(1), z).mean()
+
+
+def _append_metrics(path, row):
+    new = not os.path.isfile(path)
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _truncate_metrics(path, step):
+    """Drop rows written after ``step`` (they belong to a run that continued past the checkpoint)."""
+    if not os.path.isfile(path):
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and any(int(r["step"]) > step for r in rows):
+        keep = [r for r in rows if int(r["step"]) <= step]
+        with open(path + ".tmp", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(keep)
+        os.replace(path + ".tmp", path)
+
+
+def _catch_sigint(flag):
+    """First Ctrl-C: finish the current step, save, stop. A second one stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        flag.append(True)
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, handler)
+    return lambda: signal.signal(signal.SIGINT, previous)
+
+
+def train(config=None, out_dir=None, resume=False, overrides=None, log=print, progress=True):
+    """Start a run in ``out_dir`` from ``config``, or resume it (``resume=True``; ``overrides``
+    may change the budget). Returns the summary of ``Trainer.run``."""
+    if resume:
+        config = resumed_config(out_dir, overrides or {})
+    check_config(config)
+    if resume:
+        tokenizer, splits = load_tokenizer(out_dir), load_corpus(out_dir)
+        trainer = Trainer(config, out_dir, tokenizer, splits, log, progress)
+        trainer.restore(os.path.join(out_dir, CHECKPOINT))
+        _truncate_metrics(os.path.join(out_dir, METRICS), trainer.pos["step"])
+        log(f"resuming {out_dir} at step {trainer.pos['step']}")
+    else:
+        if os.path.isfile(os.path.join(out_dir, CHECKPOINT)) or os.path.isfile(os.path.join(out_dir, "config.json")):
+            raise SVAEError(f"{out_dir} already holds a run; resume it with --resume {out_dir} or pick another --out")
+        resolve_device(config.device)
+        tokenizer, splits = prepare_run(config, out_dir, log)
+        trainer = Trainer(config, out_dir, tokenizer, splits, log, progress)
+    return trainer.run()
