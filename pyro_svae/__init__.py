@@ -1,7 +1,11 @@
 """pyro-svae: sentence VAEs (Bowman et al. 2015) in Pyro."""
 
-from .errors import SVAEError
-from .model import ModelConfig, SentenceVAE
-
 __version__ = "0.1.0"
-__all__ = ["ModelConfig", "SentenceVAE", "SVAEError", "__version__"]
+
+from .errors import SVAEError  # noqa: E402
+from .model import ModelConfig, SentenceVAE  # noqa: E402
+from .train import TrainConfig, train  # noqa: E402
+from .trained import TrainedVAE, load  # noqa: E402
+
+__all__ = ["ModelConfig", "SentenceVAE", "SVAEError", "TrainConfig", "TrainedVAE", "load", "train",
+           "__version__"]

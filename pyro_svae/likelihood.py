@@ -32,7 +32,7 @@ class Sentences(TorchDistribution):
     def __init__(self, decoder, z, inputs=None, strategy=None, max_len=50, batch_size=None):
         self.decoder, self.z, self.inputs = decoder, z, inputs
         self.strategy, self.max_len = strategy or Greedy(), max_len
-        B = z.shape[0] if z is not None else batch_size
+        B = batch_size or (z.shape[0] if z is not None else inputs.shape[0])
         T = inputs.shape[-1] if inputs is not None else max_len
         super().__init__(batch_shape=torch.Size([B]), event_shape=torch.Size([T]), validate_args=False)
 

@@ -127,7 +127,9 @@ def prepare_run(c, out_dir, log):
     tokenizer.save(out_dir)
     splits, counts = {}, {}
     for name, sentences in texts.items():
-        splits[name], enc = encode_sentences(sentences, tokenizer, c.max_len, c.too_long)
+        # --max-len limits training only: evaluation splits stay whole, so their numbers compare
+        limit = c.max_len if name == "train" else None
+        splits[name], enc = encode_sentences(sentences, tokenizer, limit, c.too_long)
         counts[name] = {"sentences": len(splits[name]), "tokens": int(splits[name].lengths.sum()),
                         "too_long": enc.too_long, "empty_after_tokenizing": enc.empty}
         verb = "dropped" if c.too_long == "drop" else "truncated"
@@ -290,8 +292,9 @@ class Trainer:
         atomic_save(self.state(), os.path.join(self.out_dir, CHECKPOINT))
         p["minutes"] = saved_minutes
         self.last_metrics = row
-        self.log(f"step {p['step']}: val ELBO {m['elbo']:.2f} (rec {m['rec']:.2f}, KL {m['kl']:.2f}), "
-                 f"PPL <= {m['ppl_bound']:.1f}" + (" *" if improved else ""))
+        with tqdm.external_write_mode():
+            self.log(f"step {p['step']}: val ELBO {m['elbo']:.2f} (rec {m['rec']:.2f}, KL {m['kl']:.2f}), "
+                     f"PPL <= {m['ppl_bound']:.1f}" + (" *" if improved else ""))
         return row
 
 

@@ -1,0 +1,286 @@
+"""pyro-svae command line: train, sample, reconstruct, posterior, homotopy.
+
+Every command is a thin layer over the Python API in ``pyro_svae``. Errors in the input are
+reported on one line with a non-zero exit status."""
+
+import dataclasses
+import json
+import os
+import sys
+
+import click
+
+from pyro_svae.errors import SVAEError
+from pyro_svae.train import CHOICES, TrainConfig
+
+DEFAULTS = TrainConfig()
+
+# (option, help) for every TrainConfig field, in the order --help lists them.
+TRAIN_OPTIONS = [
+    ("data", "Corpus: a folder with train/valid/test (ptb.train.txt or train.txt ...) or one file split 90/5/5."),
+    ("tokenizer", "word: whitespace words (pre-tokenized corpora such as PTB); spm: sentencepiece trained on train."),
+    ("vocab_size", "Vocabulary size, specials included (word: most frequent words; spm: pieces)."),
+    ("min_count", "word tokenizer: drop words seen fewer times than this."),
+    ("max_len", "Maximum tokens per training sentence (</s> not counted); valid/test stay whole."),
+    ("too_long", "What to do with longer training sentences: drop or truncate."),
+    ("model", "vae, or lm: the same decoder with no latent (the language-model baseline)."),
+    ("emb_dim", "Word embedding size."),
+    ("hidden", "Decoder LSTM size."),
+    ("z_dim", "Latent size."),
+    ("enc_hidden", "Encoder LSTM size (0: same as --hidden)."),
+    ("enc_layers", "Encoder LSTM layers."),
+    ("dec_layers", "Decoder LSTM layers."),
+    ("bidirectional", "Bidirectional encoder."),
+    ("feed_z", "Also feed z to the decoder at every step."),
+    ("tie", "Tie the output layer to the decoder's embedding."),
+    ("dropout", "Dropout on embeddings and LSTM outputs."),
+    ("guide", "Variational family: diag, lowrank:R or fullrank."),
+    ("elbo", "trace (Trace_ELBO, sampled KL) or meanfield (TraceMeanField_ELBO, analytic KL)."),
+    ("kl_schedule", "KL weight per step: constant[:b], linear:start,steps, logistic:k,x0 (Bowman), cyclical:cycles,ratio."),
+    ("word_keep", "Word dropout keep rate k in [0, 1]: decoder inputs become <unk> with prob. 1-k (0: inputless)."),
+    ("batch_size", "Sentences per minibatch."),
+    ("lr", "Adam learning rate."),
+    ("clip_norm", "Clip the global gradient norm to this (0: off)."),
+    ("max_epochs", "Stop after this many epochs (0: no limit)."),
+    ("max_steps", "Stop after this many steps in all (0: no limit)."),
+    ("max_minutes", "Stop after this many minutes of training in all (0: no limit)."),
+    ("eval_every", "Validate and checkpoint every N steps."),
+    ("patience", "Stop after N validations without a better ELBO (0: never)."),
+    ("seed", "Random seed (batches, initialization, sampling)."),
+    ("device", "auto, cpu, cuda or cuda:N."),
+]
+
+
+def _train_option(name, help_text):
+    default = getattr(DEFAULTS, name)
+    flag = "--" + name.replace("_", "-")
+    if isinstance(default, bool):
+        return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=f"{help_text} [default: {'yes' if default else 'no'}]")
+    kind = click.Choice(CHOICES[name]) if name in CHOICES else type(default)
+    shown = f" [default: {default}]" if default != "" else ""
+    return click.option(flag, name, type=kind, default=None, help=help_text + shown)
+
+
+def train_options(f):
+    for name, help_text in reversed(TRAIN_OPTIONS):
+        f = _train_option(name, help_text)(f)
+    return f
+
+
+def decoding_options(f):
+    options = [
+        click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
+        click.option("--decode", "strategy", type=click.Choice(["greedy", "sample", "beam"]), default="greedy",
+                     show_default=True, help="How to decode each z."),
+        click.option("--beam", type=int, default=5, show_default=True, help="Beam width (--decode beam)."),
+        click.option("--length-penalty", type=float, default=1.0, show_default=True,
+                     help="Beam: rank by log-prob / length^this (0: raw log-prob)."),
+        click.option("--temperature", type=float, default=1.0, show_default=True, help="Sampling temperature."),
+        click.option("--top-k", type=int, default=0, show_default=True, help="Sample from the k likeliest words (0: all)."),
+        click.option("--max-len", type=int, default=None, help="Maximum tokens decoded [default: the run's --max-len + 1]."),
+        click.option("--json", "as_json", is_flag=True, help="Print JSON (with the z of each sentence)."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
+                     help="best.pt (best validation ELBO) or checkpoint.pt."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="pyro-svae")
+def cli():
+    """Sentence VAEs in Pyro (Bowman et al. 2015): train, sample, interpolate, evaluate."""
+
+
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory to create.")
+@click.option("--resume", type=click.Path(), help="Continue the run in this directory (budget options may change).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@train_options
+def train(out, resume, quiet, **options):
+    """Train a sentence VAE (or the LM baseline) with SVI.
+
+    Example: python cli.py train --data data/ptb --out runs/ptb --max-minutes 30
+    """
+    from pyro_svae.train import train as run_training
+
+    given = {k: v for k, v in options.items() if v is not None}
+    if resume:
+        summary = run_training(out_dir=resume, resume=True, overrides=given, progress=not quiet, log=_log)
+    else:
+        if not out or not given.get("data"):
+            raise click.UsageError("train needs --data and --out (or --resume RUN)")
+        config = TrainConfig(**{**dataclasses.asdict(DEFAULTS), **given})
+        summary = run_training(config, out, progress=not quiet, log=_log)
+    run = summary["run"]
+    _log(f"stopped ({summary['stopped']}) at step {summary['step']}, epoch {summary['epoch']}; "
+         f"best validation ELBO {summary['best_elbo']:.2f}")
+    _log(f"run: {run}  (metrics.csv, checkpoint.pt, best.pt); resume with: python cli.py train --resume {run}")
+    if summary["stopped"] == "interrupted":
+        sys.exit(130)
+
+
+def _explorer(run, device, checkpoint, seed):
+    import pyro
+    from pyro_svae.trained import load
+
+    pyro.set_rng_seed(seed)
+    return load(run, device=device, which=checkpoint, warn=lambda m: _log(f"warning: {m}"))
+
+
+def _search(o):
+    kw = {"strategy": o["strategy"], "max_len": o["max_len"]}
+    if o["strategy"] == "beam":
+        kw.update(beam=o["beam"], length_penalty=o["length_penalty"])
+    if o["strategy"] == "sample":
+        kw.update(temperature=o["temperature"], top_k=o["top_k"])
+    if o["max_len"] is not None and o["max_len"] < 1:
+        raise SVAEError("--max-len must be at least 1")
+    return kw
+
+
+def _emit(rows, as_json):
+    """rows: dicts with 'text' (and 'z', 'input', ...). Plain mode prints one sentence a line."""
+    if as_json:
+        click.echo(json.dumps([{k: v for k, v in r.items() if k != "label"} for r in rows], indent=1))
+        return
+    for row in rows:
+        prefix = f"{row['label']}\t" if "label" in row else ""
+        click.echo(prefix + row["text"])
+
+
+def _rows(z, texts, **columns):
+    rows = []
+    for i, text in enumerate(texts):
+        row = {k: v[i] for k, v in columns.items()}
+        row["text"] = text
+        if z is not None:
+            row["z"] = [round(float(x), 5) for x in z[i]]
+        rows.append(row)
+    return rows
+
+
+def _read_sentences(sentences, input_file):
+    from pyro_svae.corpus import read_sentences
+
+    sentences = list(sentences)
+    if input_file:
+        lines, stats = read_sentences(input_file)
+        if stats.undecodable:
+            raise SVAEError(f"{input_file}: line {stats.undecodable[0]} is not UTF-8")
+        sentences += lines
+    if not sentences:
+        raise SVAEError("no sentence given (pass sentences as arguments or --input FILE)")
+    return sentences
+
+
+@cli.command()
+@click.argument("run", type=click.Path())
+@click.option("-n", "n", type=click.IntRange(min=1), default=10, show_default=True, help="How many sentences.")
+@decoding_options
+def sample(run, n, seed, device, checkpoint, as_json, **o):
+    """Decode sentences from z drawn from the prior.
+
+    Example: python cli.py sample runs/ptb -n 5 --decode beam
+    """
+    vae = _explorer(run, device, checkpoint, seed)
+    z, texts = vae.sample(n, **_search(o))
+    _emit(_rows(z, texts), as_json)
+
+
+@cli.command()
+@click.argument("run", type=click.Path())
+@click.argument("sentences", nargs=-1)
+@click.option("--input", "input_file", type=click.Path(), help="A file of sentences, one per line.")
+@decoding_options
+def reconstruct(run, sentences, input_file, seed, device, checkpoint, as_json, **o):
+    """Decode the posterior mean of each sentence.
+
+    Example: python cli.py reconstruct runs/ptb "the company said it would n't comment"
+    """
+    sentences = _read_sentences(sentences, input_file)
+    vae = _explorer(run, device, checkpoint, seed)
+    z, texts = vae.reconstruct(sentences, **_search(o))
+    rows = _rows(z, texts, input=sentences)
+    for row in rows:
+        row["label"] = row["input"]
+    _emit(rows, as_json)
+
+
+@cli.command()
+@click.argument("run", type=click.Path())
+@click.argument("sentences", nargs=-1)
+@click.option("--input", "input_file", type=click.Path(), help="A file of sentences, one per line.")
+@click.option("-n", "n", type=click.IntRange(min=1), default=5, show_default=True, help="Draws per sentence.")
+@decoding_options
+def posterior(run, sentences, input_file, n, seed, device, checkpoint, as_json, **o):
+    """Decode n draws z ~ q(z|x) for each sentence (Bowman's sampling from the posterior).
+
+    Example: python cli.py posterior runs/ptb "we looked out at the setting sun" -n 5
+    """
+    sentences = _read_sentences(sentences, input_file)
+    vae = _explorer(run, device, checkpoint, seed)
+    z, texts = vae.posterior(sentences, n=n, **_search(o))
+    inputs = [s for s in sentences for _ in range(n)]
+    rows = _rows(z, texts, input=inputs, draw=[i % n + 1 for i in range(len(inputs))])
+    if not as_json:
+        for s_index, s in enumerate(sentences):
+            click.echo(f"INPUT: {s}")
+            for row in rows[s_index * n : (s_index + 1) * n]:
+                click.echo(f"  {row['draw']}\t{row['text']}")
+        return
+    _emit(rows, as_json)
+
+
+@cli.command()
+@click.argument("run", type=click.Path())
+@click.argument("sentences", nargs=-1)
+@click.option("--steps", type=click.IntRange(min=2), default=5, show_default=True, help="Points on the line, endpoints included.")
+@click.option("--from-prior", is_flag=True, help="Interpolate between two prior draws instead of two sentences.")
+@decoding_options
+def homotopy(run, sentences, steps, from_prior, seed, device, checkpoint, as_json, **o):
+    """Decode evenly spaced points between the posterior means of two sentences.
+
+    Example: python cli.py homotopy runs/ptb "i want to talk to you ." "she did n't want to be with him ." --steps 5
+    """
+    if not from_prior and len(sentences) != 2:
+        raise click.UsageError("homotopy needs exactly two sentences (or --from-prior)")
+    if from_prior and sentences:
+        raise click.UsageError("--from-prior takes no sentences")
+    vae = _explorer(run, device, checkpoint, seed)
+    first, second = sentences if sentences else (None, None)
+    z, texts = vae.homotopy(first, second, steps=steps, from_prior=from_prior, **_search(o))
+    t = [round(i / (steps - 1), 4) for i in range(steps)]
+    rows = _rows(z, texts, t=t, label=[f"{x:.2f}" for x in t])
+    _emit(rows, as_json)
+
+
+def _log(message):
+    click.echo(message, err=True)
+
+
+def main(argv=None):
+    """Entry point: runs the CLI and turns bad input into a one-line error with exit status 1 or 2."""
+    try:
+        cli.main(args=argv, prog_name="pyro-svae", standalone_mode=False)
+    except SVAEError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except click.ClickException as e:
+        click.echo(f"error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(130)
+    except OSError as e:
+        click.echo(f"error: {e.filename or ''}: {e.strerror or e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

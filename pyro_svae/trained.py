@@ -1,0 +1,122 @@
+"""A trained run, ready to explore: encode, decode, sample, reconstruct, posterior, homotopy.
+
+    vae = pyro_svae.load("runs/ptb")
+    z, texts = vae.sample(5, strategy="beam")
+
+Decoding is the Pyro model conditioned on z (``poutine.condition``), with the search chosen by
+``strategy``: greedy, sample (temperature, top_k) or beam (beam, length_penalty). Random draws
+come from Pyro's global RNG: seed it with ``pyro.set_rng_seed``."""
+
+import sys
+
+import torch
+from pyro import poutine
+
+from .corpus import make_batch
+from .decoding import Beam, Greedy, Sampling
+from .devices import resolve_device
+from .errors import SVAEError
+from .rundir import load_run
+
+
+def make_strategy(strategy="greedy", beam=5, temperature=1.0, top_k=0, length_penalty=1.0):
+    if strategy == "greedy":
+        return Greedy()
+    if strategy == "sample":
+        if temperature <= 0:
+            raise SVAEError("--temperature must be positive")
+        return Sampling(temperature, top_k)
+    if strategy == "beam":
+        if beam < 1:
+            raise SVAEError("--beam must be at least 1")
+        return Beam(beam, length_penalty)
+    raise SVAEError(f"unknown decoding {strategy!r}; use greedy, sample or beam")
+
+
+class TrainedVAE:
+    def __init__(self, svae, tokenizer, config, warn=None):
+        self.svae, self.tokenizer, self.config = svae, tokenizer, config
+        self.max_len = config["train"]["max_len"] + 1
+        self.warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
+
+    @property
+    def z_dim(self):
+        return self.svae.z_dim
+
+    def _need_latent(self):
+        if self.z_dim == 0:
+            raise SVAEError("this run is a language model: it has no latent space")
+
+    def batch(self, sentences):
+        """Tokenize sentences into a Batch; unknown words become <unk> with a warning."""
+        ids = []
+        for i, s in enumerate(sentences, 1):
+            if not s.strip():
+                raise SVAEError(f"sentence {i} is empty")
+            unknown = self.tokenizer.unknown_words(s)
+            t = self.tokenizer.encode(s)
+            if unknown and len(unknown) == len(s.split()):
+                raise SVAEError(f"sentence {i} has only words outside the vocabulary: {s!r}")
+            if unknown:
+                self.warn(f"sentence {i}: not in the vocabulary, read as <unk>: {' '.join(unknown)}")
+            ids.append(t)
+        return make_batch(ids).to(self.svae.device)
+
+    @torch.inference_mode()
+    def encode(self, sentences):
+        """-> q(z | x): a distribution with batch shape [N] and event shape [Z]."""
+        self._need_latent()
+        return self.svae.q(self.batch(sentences))
+
+    @torch.inference_mode()
+    def decode(self, z, strategy="greedy", max_len=None, **search):
+        """z [N, Z] -> N sentences (the model conditioned on z, x decoded by the strategy)."""
+        tokens = self.decode_tokens(z, strategy, max_len, **search)
+        return [self.tokenizer.decode(row.tolist()) for row in tokens]
+
+    @torch.inference_mode()
+    def decode_tokens(self, z, strategy="greedy", max_len=None, n=None, **search):
+        """z [N, Z] (or None with n for prior draws) -> tokens [N, L] (w1..wn </s> <pad>..)."""
+        if not isinstance(strategy, (Greedy, Sampling, Beam)):
+            strategy = make_strategy(strategy, **search)
+        model = self.svae.model if z is None else poutine.condition(self.svae.model, data={"z": z})
+        n = n if z is None else z.shape[0]
+        trace = poutine.trace(model).get_trace(n=n, strategy=strategy, max_len=max_len or self.max_len)
+        self._last_z = trace.nodes["z"]["value"] if "z" in trace.nodes else None
+        return trace.nodes["x"]["value"]
+
+    def sample(self, n, **decoding):
+        """n draws from the model: z ~ p(z), then x decoded from z. -> (z [n, Z] or None, texts)."""
+        tokens = self.decode_tokens(None, n=n, **decoding)
+        return self._last_z, [self.tokenizer.decode(row.tolist()) for row in tokens]
+
+    def reconstruct(self, sentences, **decoding):
+        """Decode the posterior mean of each sentence. -> (z [N, Z], texts)."""
+        z = self.encode(sentences).mean
+        return z, self.decode(z, **decoding)
+
+    def posterior(self, sentences, n=5, **decoding):
+        """n draws z ~ q(z|x) per sentence, each decoded. -> (z [N*n, Z], texts), grouped by sentence."""
+        with torch.inference_mode():
+            z = self.encode(sentences).sample((n,)).transpose(0, 1).reshape(-1, self.z_dim)
+        return z, self.decode(z, **decoding)
+
+    def homotopy(self, first=None, second=None, steps=5, from_prior=False, **decoding):
+        """Decode ``steps`` evenly spaced points on the line between two codes, endpoints
+        included: the posterior means of two sentences, or two prior draws. -> (z [steps, Z], texts)."""
+        self._need_latent()
+        if steps < 2:
+            raise SVAEError("--steps must be at least 2 (the two endpoints)")
+        if from_prior:
+            ends = torch.randn(2, self.z_dim, device=self.svae.device)
+        else:
+            ends = self.encode([first, second]).mean
+        t = torch.linspace(0, 1, steps, device=ends.device).unsqueeze(1)
+        z = (1 - t) * ends[0] + t * ends[1]
+        return z, self.decode(z, **decoding)
+
+
+def load(run_dir, device="auto", which="best", warn=None):
+    """Load a trained run (its best checkpoint by default) for exploration."""
+    svae, tokenizer, config = load_run(run_dir, resolve_device(device), which)
+    return TrainedVAE(svae, tokenizer, config, warn)

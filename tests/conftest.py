@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny corpora written by the tests themselves, and small trained runs."""
+
+import random
+
+import pyro
+import pytest
+
+from pyro_svae.train import TrainConfig, train
+
+SUBJECTS = ["the cat", "the dog", "a bird", "my friend", "the old man", "she", "he"]
+VERBS = ["sat", "ran", "slept", "sang", "jumped", "walked"]
+PLACES = ["on the mat", "in the house", "under the tree", "by the river", "at home", ""]
+
+
+def toy_sentences(n, seed=0):
+    rng = random.Random(seed)
+    return [" ".join(filter(None, [rng.choice(SUBJECTS), rng.choice(VERBS), rng.choice(PLACES)])) + " ."
+            for _ in range(n)]
+
+
+def write_corpus(folder, n_train=300, n_valid=40, n_test=40, prefix=""):
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n, seed in (("train", n_train, 0), ("valid", n_valid, 1), ("test", n_test, 2)):
+        (folder / f"{prefix}{split}.txt").write_text("\n".join(toy_sentences(n, seed)) + "\n")
+    return folder
+
+
+def tiny_config(data, **kw):
+    base = dict(data=str(data), emb_dim=16, hidden=24, z_dim=4, batch_size=16, eval_every=10,
+                kl_schedule="linear:0,20", max_steps=20, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def quiet(*args):
+    pass
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return write_corpus(tmp_path / "corpus")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A toy VAE trained for a few hundred steps (shared by the decoding tests)."""
+    root = tmp_path_factory.mktemp("trained")
+    data = write_corpus(root / "corpus", n_train=600)
+    pyro.clear_param_store()
+    train(tiny_config(data, max_steps=300, eval_every=100, word_keep=0.5, lr=3e-3,
+                      kl_schedule="linear:0,150"), str(root / "run"), log=quiet, progress=False)
+    return str(root / "run")
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run the CLI in-process: -> (exit code, stdout, stderr)."""
+    from cli import main
+
+    def run(*argv):
+        capsys.readouterr()
+        try:
+            main(list(argv))
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -1,0 +1,115 @@
+import math
+
+import pyro
+import pytest
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+
+from pyro_svae.corpus import make_batch
+from pyro_svae.model import ModelConfig, SentenceVAE
+from pyro_svae.networks import word_dropout
+from pyro_svae.tokenizers import BOS, PAD, UNK
+
+
+@pytest.fixture
+def tiny():
+    torch.manual_seed(0)
+    pyro.clear_param_store()
+    return SentenceVAE(ModelConfig(vocab_size=12, emb_dim=5, hidden=6, z_dim=2)).eval()
+
+
+@pytest.fixture
+def batch():
+    return make_batch([[4, 5, 6], [7, 8]])
+
+
+def test_trace_has_scaled_z_and_x(tiny, batch):
+    trace = poutine.trace(tiny.model).get_trace(batch, size=10, beta=0.3)
+    assert trace.nodes["z"]["scale"] == pytest.approx(0.3 * 10 / 2)  # beta times corpus/batch
+    assert trace.nodes["x"]["scale"] == pytest.approx(10 / 2)
+    assert trace.nodes["x"]["is_observed"] and trace.nodes["x"]["value"].shape == (2, 4)
+    assert trace.nodes["z"]["value"].shape == (2, 2)
+    guide = poutine.trace(tiny.guide).get_trace(batch, size=10, beta=0.3)
+    assert guide.nodes["z"]["scale"] == pytest.approx(0.3 * 10 / 2)
+
+
+def test_render_model(tiny, batch):
+    graph = pyro.render_model(tiny.model, model_args=(batch,), render_distributions=True)
+    source = graph.source
+    assert "z" in source and "x" in source and "sentences" in source
+
+
+def decoder_by_hand(dec, inputs, z):
+    """log p(x|z) computed from the decoder's raw weights, one LSTM step at a time."""
+    raw = z @ dec.init.weight.T + dec.init.bias
+    h, c = torch.tanh(raw[:, : dec.hidden]), raw[:, dec.hidden :]
+    W_ih, W_hh = dec.rnn.weight_ih_l0, dec.rnn.weight_hh_l0
+    b = dec.rnn.bias_ih_l0 + dec.rnn.bias_hh_l0
+    logits = []
+    for t in range(inputs.shape[1]):
+        x = dec.embed.weight[inputs[:, t]]
+        i, f, g, o = (x @ W_ih.T + h @ W_hh.T + b).chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        logits.append(h @ dec.out.weight.T + dec.out.bias)
+    return torch.stack(logits, 1)
+
+
+def test_elbo_at_fixed_z_equals_hand_computation(tiny, batch):
+    z = torch.tensor([[0.3, -0.2], [1.0, 0.5]])
+    size, beta = 10, 0.5
+    guide_trace = poutine.trace(tiny.guide).get_trace(batch, size=size, beta=beta)
+    guide_trace.nodes["z"]["value"] = z
+    fixed_guide = poutine.replay(tiny.guide, trace=guide_trace)
+    elbo = -Trace_ELBO().loss(tiny.model, fixed_guide, batch, size=size, beta=beta)
+
+    with torch.no_grad():
+        logp = F.log_softmax(decoder_by_hand(tiny.decoder, batch.inputs, z), -1)
+        rec = (logp.gather(-1, batch.targets.unsqueeze(-1)).squeeze(-1) * batch.mask).sum(-1)
+        log_prior = (-0.5 * z**2 - 0.5 * math.log(2 * math.pi)).sum(-1)
+        h = tiny.encoder(batch.targets, batch.lengths)
+        loc, scale = tiny.posterior.loc(h), F.softplus(tiny.posterior.scale(h)) + 1e-5
+        log_q = (-0.5 * ((z - loc) / scale) ** 2 - scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+    expected = size / 2 * (rec + beta * (log_prior - log_q)).sum()
+    assert elbo == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_meanfield_elbo_uses_the_analytic_kl(tiny, batch):
+    # With analytic KL the only randomness left is z in log p(x|z): fix it and compare.
+    z = torch.tensor([[0.1, 0.2], [-0.3, 0.4]])
+    guide_trace = poutine.trace(tiny.guide).get_trace(batch, size=2, beta=1.0)
+    guide_trace.nodes["z"]["value"] = z
+    elbo = -TraceMeanField_ELBO().loss(tiny.model, poutine.replay(tiny.guide, trace=guide_trace), batch, size=2)
+    with torch.no_grad():
+        logp = F.log_softmax(decoder_by_hand(tiny.decoder, batch.inputs, z), -1)
+        rec = (logp.gather(-1, batch.targets.unsqueeze(-1)).squeeze(-1) * batch.mask).sum()
+        q = tiny.q(batch).base_dist
+        kl = (0.5 * (q.scale**2 + q.loc**2 - 1) - q.scale.log()).sum()
+    assert elbo == pytest.approx(float(rec - kl), rel=1e-5)
+
+
+def test_word_dropout_rate_and_protected_tokens():
+    torch.manual_seed(0)
+    inputs = torch.full((200, 51), 7)
+    inputs[:, 0] = BOS
+    inputs[:, 40:] = PAD
+    out = word_dropout(inputs, keep=0.7)
+    words = out[:, 1:40]
+    assert (words == UNK).float().mean().item() == pytest.approx(0.3, abs=0.01)
+    assert (out[:, 0] == BOS).all() and (out[:, 40:] == PAD).all()
+    assert (word_dropout(inputs, 0.0)[:, 1:40] == UNK).all()  # inputless decoder
+    assert torch.equal(word_dropout(inputs, 1.0), inputs)
+
+
+def test_language_model_has_no_latent(batch):
+    lm = SentenceVAE(ModelConfig(vocab_size=12, emb_dim=5, hidden=6, z_dim=0))
+    trace = poutine.trace(lm.model).get_trace(batch)
+    assert "z" not in trace.nodes and "x" in trace.nodes
+    loss = Trace_ELBO().loss(lm.model, lm.guide, batch)
+    lm.eval()
+    with torch.no_grad():
+        logits, _ = lm.decoder(batch.inputs, None)
+    nll = F.cross_entropy(logits.transpose(1, 2), batch.targets, ignore_index=PAD, reduction="sum")
+    assert loss == pytest.approx(nll.item(), rel=1e-5)

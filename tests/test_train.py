@@ -1,0 +1,81 @@
+import csv
+import os
+import shutil
+import signal
+
+import pytest
+import torch
+
+from pyro_svae.checkpoint import atomic_save, load_checkpoint
+from pyro_svae.train import train
+
+from conftest import quiet, tiny_config
+
+# dropout, word dropout and clipping all on: every source of randomness must resume exactly
+NOISY = dict(dropout=0.2, word_keep=0.6, clip_norm=0.5, eval_every=7)
+
+
+def test_resumed_losses_equal_uninterrupted(corpus, tmp_path):
+    whole = train(tiny_config(corpus, max_steps=40, **NOISY), str(tmp_path / "a"), log=quiet, progress=False)
+    first = train(tiny_config(corpus, max_steps=17, **NOISY), str(tmp_path / "b"), log=quiet, progress=False)
+    rest = train(out_dir=str(tmp_path / "b"), resume=True, overrides={"max_steps": 40}, log=quiet, progress=False)
+    assert len(whole["losses"]) == 40 and len(rest["losses"]) == 23
+    assert first["losses"] + rest["losses"] == whole["losses"]  # bit for bit
+    a = load_checkpoint(str(tmp_path / "a" / "checkpoint.pt"))["model"]
+    b = load_checkpoint(str(tmp_path / "b" / "checkpoint.pt"))["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_metrics_csv_and_run_directory(corpus, tmp_path):
+    run = tmp_path / "run"
+    summary = train(tiny_config(corpus, max_steps=30, eval_every=10), str(run), log=quiet, progress=False)
+    assert summary["stopped"] == "max-steps"
+    assert {"config.json", "tokenizer.json", "corpus.pt", "checkpoint.pt", "best.pt", "metrics.csv"} <= set(os.listdir(run))
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == [10, 20, 30]
+    assert float(rows[-1]["val_elbo"]) > float(rows[0]["val_elbo"])  # it learns
+    state = load_checkpoint(str(run / "checkpoint.pt"))
+    assert state["position"]["step"] == 30 and "optim" in state and "rng" in state
+
+
+def test_crash_during_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
+    path = str(tmp_path / "checkpoint.pt")
+    atomic_save({"model": {"w": torch.ones(3)}}, path)
+
+    def crashing_save(obj, f):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crashing_save)
+    with pytest.raises(OSError):
+        atomic_save({"model": {"w": torch.zeros(3)}}, path)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(3))
+    assert os.listdir(tmp_path) == ["checkpoint.pt"]  # no temporary file left behind
+
+
+def test_ctrl_c_saves_and_resumes_exactly(corpus, tmp_path):
+    whole = train(tiny_config(corpus, max_steps=30, **NOISY), str(tmp_path / "a"), log=quiet, progress=False)
+
+    def interrupt_at_first_eval(message):
+        if message.startswith("step 7:"):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    first = train(tiny_config(corpus, max_steps=30, **NOISY), str(tmp_path / "b"),
+                  log=interrupt_at_first_eval, progress=False)
+    assert first["stopped"] == "interrupted" and first["step"] == 7  # no step after the signal
+    assert load_checkpoint(str(tmp_path / "b" / "checkpoint.pt"))["position"]["step"] == 7
+    rest = train(out_dir=str(tmp_path / "b"), resume=True, log=quiet, progress=False)
+    assert first["losses"] + rest["losses"] == whole["losses"]
+
+
+def test_cli_train_then_resume(corpus, tmp_path, run_cli):
+    run = str(tmp_path / "run")
+    code, out, err = run_cli("train", "--data", str(corpus), "--out", run, "--max-steps", "10", "--quiet",
+                             "--emb-dim", "16", "--hidden", "24", "--z-dim", "4", "--eval-every", "5")
+    assert code == 0, err
+    code, out, err = run_cli("train", "--resume", run, "--max-steps", "20", "--quiet")
+    assert code == 0, err
+    assert "resuming" in err and "at step 20" in err
+    rows = list(csv.DictReader(open(os.path.join(run, "metrics.csv"))))
+    assert [int(r["step"]) for r in rows] == [5, 10, 15, 20]
