@@ -119,12 +119,11 @@ def prepare_run(c, out_dir, log):
     texts, read_stats, checksums = load_text_splits(c.data)
     for split, stats in read_stats.items():
         _log_read(log, split, stats)
-    os.makedirs(out_dir, exist_ok=True)
     if c.tokenizer == "word":
         tokenizer = WordTokenizer.build(texts["train"], max_size=c.vocab_size, min_count=c.min_count)
     else:
+        os.makedirs(out_dir, exist_ok=True)
         tokenizer = SentencePieceTokenizer.build(texts["train"], out_dir, vocab_size=c.vocab_size)
-    tokenizer.save(out_dir)
     splits, counts = {}, {}
     for name, sentences in texts.items():
         # --max-len limits training only: evaluation splits stay whole, so their numbers compare
@@ -139,6 +138,8 @@ def prepare_run(c, out_dir, log):
         raise SVAEError(f"{c.data}: no valid training sentence (empty, undecodable or over --max-len)")
     if len(splits["valid"]) == 0:
         raise SVAEError(f"{c.data}: no validation sentence; give a valid split or more sentences")
+    os.makedirs(out_dir, exist_ok=True)
+    tokenizer.save(out_dir)
     atomic_save({"splits": {k: v.state() for k, v in splits.items()}}, os.path.join(out_dir, CORPUS))
     write_config(out_dir, {
         "train": dataclasses.asdict(c), "vocab_size": len(tokenizer), "data_sha256": checksums,

@@ -1,0 +1,39 @@
+# pyro-svae: `make quickstart` sets up, trains on PTB for 5 minutes, then samples; `make test` tests.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PTB_SOURCE := $(wildcard ../shared/data/ptb)
+RUN ?= runs/quickstart
+A ?= the company said it would n't comment on the report
+B ?= i do n't think it 's a good idea
+
+.PHONY: setup test data quickstart bench clean
+
+setup: $(VENV)/.installed
+
+# torch first, pinned: it takes the local CPU wheel instead of pulling CUDA packages
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+test: setup
+	$(PY) -m pytest
+
+data: data/ptb/ptb.train.txt
+
+data/ptb/ptb.train.txt: | setup
+	$(PY) data/prepare.py --out data/ptb $(if $(PTB_SOURCE),--source $(PTB_SOURCE))
+
+quickstart: setup data
+	@test -f $(RUN)/best.pt || $(PY) cli.py train --data data/ptb --out $(RUN) --max-minutes 5 \
+		--batch-size 32 --lr 2e-3 --word-keep 0.6 --kl-schedule logistic:0.004,1000 --eval-every 250
+	@echo "--- five sentences from the prior (python cli.py sample $(RUN) -n 5)"
+	@$(PY) cli.py sample $(RUN) -n 5
+	@echo "--- a homotopy between two sentences (python cli.py homotopy $(RUN) ...)"
+	@$(PY) cli.py homotopy $(RUN) "$(A)" "$(B)" --steps 5
+	@echo "--- the run is in $(RUN): metrics.csv, config.json, best.pt, checkpoint.pt"
+
+clean:
+	rm -rf $(VENV) *.egg-info
