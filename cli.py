@@ -38,6 +38,8 @@ TRAIN_OPTIONS = [
     ("elbo", "trace (Trace_ELBO, sampled KL) or meanfield (TraceMeanField_ELBO, analytic KL)."),
     ("kl_schedule", "KL weight per step: constant[:b], linear:start,steps, logistic:k,x0 (Bowman), cyclical:cycles,ratio."),
     ("word_keep", "Word dropout keep rate k in [0, 1]: decoder inputs become <unk> with prob. 1-k (0: inputless)."),
+    ("free_bits", "Free bits: KL floor per latent dimension in nats, batch-averaged (Kingma et al. 2016; 0: off)."),
+    ("pretrain_steps", "Train as an autoencoder (beta ~ 0) for N steps, then re-initialize the decoder (Li et al. 2019)."),
     ("batch_size", "Sentences per minibatch."),
     ("lr", "Adam learning rate."),
     ("clip_norm", "Clip the global gradient norm to this (0: off)."),
@@ -255,6 +257,52 @@ def homotopy(run, sentences, steps, from_prior, seed, device, checkpoint, as_jso
     t = [round(i / (steps - 1), 4) for i in range(steps)]
     rows = _rows(z, texts, t=t, label=[f"{x:.2f}" for x in t])
     _emit(rows, as_json)
+
+
+@cli.command()
+@click.argument("run", type=click.Path())
+@click.option("--split", type=click.Choice(["train", "valid", "test"]), default="test", show_default=True,
+              help="Which of the run's splits to score.")
+@click.option("--input", "input_file", type=click.Path(), help="Score this file of sentences instead of a split.")
+@click.option("--iw-samples", type=click.IntRange(min=1), default=500, show_default=True,
+              help="K: draws from q(z|x) for the importance-weighted NLL.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Sentences at once.")
+@click.option("--chunk", type=click.IntRange(min=1), default=50, show_default=True,
+              help="IW draws folded into the batch at once (memory: batch x chunk sentences).")
+@click.option("--limit", type=click.IntRange(min=0), default=0, help="Score the first N sentences only.")
+@click.option("--per-sentence", type=click.Path(dir_okay=False), help="Write per-sentence results (JSON lines) here.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the totals as JSON.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, per_sentence, seed, as_json, device,
+             checkpoint, quiet):
+    """Score a split: IW-NLL (K samples), ELBO, reconstruction, KL, both perplexities, MI, active units.
+
+    Example: python cli.py evaluate runs/ptb --split test --iw-samples 500
+    """
+    vae = _explorer(run, device, checkpoint, seed)
+    data = vae.split(split, input_file, limit)
+    result = vae.evaluate(data, iw_samples, batch_size=batch_size, chunk=chunk, seed=seed, progress=not quiet)
+    totals = result["totals"]
+    totals["split"] = input_file or split
+    if per_sentence:
+        with open(per_sentence, "w") as f:
+            for i, row in enumerate(result["sentences"]):
+                f.write(json.dumps({"index": i, **row}) + "\n")
+    if as_json:
+        click.echo(json.dumps(totals, indent=1))
+        return
+    lm = vae.z_dim == 0
+    click.echo(f"{totals['split']}: {totals['sentences']} sentences, {totals['tokens']} tokens (</s> counted)")
+    click.echo(f"NLL      {totals['nll']:.2f} nats/sentence  ({'exact, no latent' if lm else f'IW, K={iw_samples}'})")
+    click.echo(f"PPL      {totals['ppl_iw']:.2f}  ({'exact' if lm else 'from the IW NLL'})")
+    if not lm:
+        click.echo(f"ELBO     {totals['elbo']:.2f}  (rec {totals['rec']:.2f} + KL {totals['kl']:.2f}); "
+                   f"PPL bound {totals['ppl_elbo']:.2f}")
+        click.echo(f"MI       {totals['mutual_information']:.3f} nats")
+        click.echo(f"AU       {totals['active_units']} of {len(totals['au_variances'])} dimensions (Cov >= 0.01)")
 
 
 def _log(message):

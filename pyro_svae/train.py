@@ -27,6 +27,7 @@ from .devices import forked_rng, resolve_device
 from .errors import SVAEError
 from .evaluation import kl_term, validate
 from .model import BETA_FLOOR, SentenceVAE
+from .objectives import FreeBitsELBO
 from .rundir import (BEST, CHECKPOINT, CORPUS, METRICS, load_corpus, model_config, read_config,
                      restore_model, write_config)
 from .schedules import parse_schedule
@@ -59,6 +60,8 @@ class TrainConfig:
     elbo: str = "trace"  # trace (Trace_ELBO) | meanfield (TraceMeanField_ELBO, analytic KL)
     kl_schedule: str = "logistic:0.0025,2500"
     word_keep: float = 0.75
+    free_bits: float = 0.0  # KL floor per latent dimension, nats (0: off)
+    pretrain_steps: int = 0  # first train as an autoencoder (beta ~ 0), then reset the decoder
     # optimization and budget
     batch_size: int = 32
     lr: float = 1e-3
@@ -102,6 +105,10 @@ def check_config(c):
     for name in ("batch_size", "eval_every", "emb_dim", "hidden", "max_len", "vocab_size"):
         if getattr(c, name) <= 0:
             raise SVAEError(f"--{name.replace('_', '-')} must be positive")
+    if c.free_bits < 0 or c.pretrain_steps < 0:
+        raise SVAEError("--free-bits and --pretrain-steps must be >= 0")
+    if c.free_bits > 0 and c.guide != "diag":
+        raise SVAEError("--free-bits needs --guide diag (the per-dimension KL is analytic there)")
     if c.model == "vae" and c.z_dim <= 0:
         raise SVAEError("--z-dim must be positive for a VAE (use --model lm for no latent)")
 
@@ -171,7 +178,10 @@ class Trainer:
         pyro.set_rng_seed(c.seed)
         self.svae = SentenceVAE(model_config({"train": dataclasses.asdict(c)}, len(tokenizer))).to(self.device)
         self.optim = GlobalClipAdam(c.lr, c.clip_norm)
-        loss = TraceMeanField_ELBO() if c.elbo == "meanfield" else Trace_ELBO()
+        if c.free_bits > 0:
+            loss = FreeBitsELBO(c.free_bits)
+        else:
+            loss = TraceMeanField_ELBO() if c.elbo == "meanfield" else Trace_ELBO()
         self.svi = SVI(self.svae.model, self.svae.guide, self.optim, loss)
         self.batches_per_epoch = math.ceil(len(splits["train"]) / c.batch_size)
         self.total_steps = c.max_steps or (c.max_epochs * self.batches_per_epoch) or None
@@ -200,6 +210,20 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
 
     # -- the loop ---------------------------------------------------------------------------
+    def beta(self, step):
+        """The KL weight: ~0 while pretraining as an autoencoder, then the schedule from there."""
+        c = self.c
+        return BETA_FLOOR if step < c.pretrain_steps else self.schedule(step - c.pretrain_steps)
+
+    def reset_decoder(self):
+        """End of autoencoder pretraining (Li et al. 2019): keep the encoder, start a new decoder."""
+        for module in self.svae.decoder.modules():
+            if module is not self.svae.decoder and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        for param in self.svae.decoder.parameters():
+            self.optim.optim_objs.pop(param, None)  # and its Adam state
+        self.log(f"step {self.pos['step']}: autoencoder pretraining done; decoder re-initialized")
+
     def stop_reason(self, started):
         c, p = self.c, self.pos
         minutes = p["minutes"] + (time.time() - started) / 60
@@ -230,7 +254,9 @@ class Trainer:
                 order = batch_order(train, c.batch_size, c.seed, p["epoch"])
                 while p["batch"] < len(order):
                     batch = gather(train, order[p["batch"]]).to(self.device)
-                    beta = self.schedule(p["step"])
+                    if c.pretrain_steps and p["step"] == c.pretrain_steps:
+                        self.reset_decoder()
+                    beta = self.beta(p["step"])
                     loss = self.svi.step(batch, size=size, beta=beta, word_keep=c.word_keep)
                     losses.append(loss)
                     p["step"] += 1
@@ -256,7 +282,7 @@ class Trainer:
             reason = "interrupted"
         if p["step"] != last_eval or not os.path.isfile(os.path.join(self.out_dir, CHECKPOINT)):
             self.evaluate(started, losses[last_eval - p["step"]:] if p["step"] > last_eval else [],
-                          self.schedule(max(p["step"] - 1, 0)))
+                          self.beta(max(p["step"] - 1, 0)))
         return {"run": self.out_dir, "stopped": reason, "step": p["step"], "epoch": p["epoch"],
                 "best_elbo": p["best_elbo"], "losses": losses, "last": self.last_metrics}
 

@@ -12,11 +12,12 @@ import sys
 import torch
 from pyro import poutine
 
-from .corpus import make_batch
+from .corpus import EncodedSplit, encode_sentences, make_batch, read_sentences
 from .decoding import Beam, Greedy, Sampling
 from .devices import resolve_device
 from .errors import SVAEError
-from .rundir import load_run
+from .evaluation import evaluate
+from .rundir import load_corpus, load_run
 
 
 def make_strategy(strategy="greedy", beam=5, temperature=1.0, top_k=0, length_penalty=1.0):
@@ -34,8 +35,8 @@ def make_strategy(strategy="greedy", beam=5, temperature=1.0, top_k=0, length_pe
 
 
 class TrainedVAE:
-    def __init__(self, svae, tokenizer, config, warn=None):
-        self.svae, self.tokenizer, self.config = svae, tokenizer, config
+    def __init__(self, svae, tokenizer, config, warn=None, run_dir=None):
+        self.svae, self.tokenizer, self.config, self.run_dir = svae, tokenizer, config, run_dir
         self.max_len = config["train"]["max_len"] + 1
         self.warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
 
@@ -85,6 +86,29 @@ class TrainedVAE:
         self._last_z = trace.nodes["z"]["value"] if "z" in trace.nodes else None
         return trace.nodes["x"]["value"]
 
+    def split(self, name="test", input_file=None, limit=0):
+        """An evaluation split: one of the run's (train/valid/test), or a text file encoded with
+        the run's tokenizer; ``limit`` keeps the first sentences only."""
+        if input_file:
+            sentences, _ = read_sentences(input_file)
+            split, _ = encode_sentences(sentences, self.tokenizer)
+        else:
+            splits = load_corpus(self.run_dir)
+            if name not in splits or len(splits[name]) == 0:
+                raise SVAEError(f"{self.run_dir}: the run has no {name} split")
+            split = splits[name]
+        if len(split) == 0:
+            raise SVAEError(f"{input_file}: no sentence to evaluate")
+        if limit:
+            split = EncodedSplit.from_lists([split.sentence(i) for i in range(min(limit, len(split)))])
+        return split
+
+    def evaluate(self, split="test", samples=500, **options):
+        """IW-NLL, ELBO, KL, perplexities, mutual information and active units (evaluation.evaluate)."""
+        if isinstance(split, str):
+            split = self.split(split)
+        return evaluate(self.svae, split, samples, **options)
+
     def sample(self, n, **decoding):
         """n draws from the model: z ~ p(z), then x decoded from z. -> (z [n, Z] or None, texts)."""
         tokens = self.decode_tokens(None, n=n, **decoding)
@@ -119,4 +143,4 @@ class TrainedVAE:
 def load(run_dir, device="auto", which="best", warn=None):
     """Load a trained run (its best checkpoint by default) for exploration."""
     svae, tokenizer, config = load_run(run_dir, resolve_device(device), which)
-    return TrainedVAE(svae, tokenizer, config, warn)
+    return TrainedVAE(svae, tokenizer, config, warn, run_dir)

@@ -43,11 +43,11 @@ def corpus(tmp_path):
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    """A toy VAE trained for a few hundred steps (shared by the decoding tests)."""
+    """A toy VAE trained for a few hundred steps, with free bits so that it uses its latent."""
     root = tmp_path_factory.mktemp("trained")
     data = write_corpus(root / "corpus", n_train=600)
     pyro.clear_param_store()
-    train(tiny_config(data, max_steps=300, eval_every=100, word_keep=0.5, lr=3e-3,
+    train(tiny_config(data, max_steps=300, eval_every=100, word_keep=0.5, lr=3e-3, free_bits=0.5,
                       kl_schedule="linear:0,150"), str(root / "run"), log=quiet, progress=False)
     return str(root / "run")
 

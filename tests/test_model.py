@@ -113,3 +113,40 @@ def test_language_model_has_no_latent(batch):
         logits, _ = lm.decoder(batch.inputs, None)
     nll = F.cross_entropy(logits.transpose(1, 2), batch.targets, ignore_index=PAD, reduction="sum")
     assert loss == pytest.approx(nll.item(), rel=1e-5)
+
+
+def test_free_bits_objective_floors_each_dimension(tiny, batch):
+    from pyro_svae.objectives import FreeBitsELBO
+
+    z = torch.tensor([[0.1, 0.2], [-0.3, 0.4]])
+    guide_trace = poutine.trace(tiny.guide).get_trace(batch, size=10, beta=0.5)
+    guide_trace.nodes["z"]["value"] = z
+    fixed = poutine.replay(tiny.guide, trace=guide_trace)
+    free_bits = 0.3
+    loss = FreeBitsELBO(free_bits).loss(tiny.model, fixed, batch, size=10, beta=0.5)
+    with torch.no_grad():
+        logp = F.log_softmax(decoder_by_hand(tiny.decoder, batch.inputs, z), -1)
+        rec = (logp.gather(-1, batch.targets.unsqueeze(-1)).squeeze(-1) * batch.mask).sum()
+        q = tiny.q(batch).base_dist
+        kl_dims = (0.5 * (q.scale**2 + q.loc**2 - 1) - q.scale.log()).mean(0)  # [Z], batch-averaged
+        floored = kl_dims.clamp(min=free_bits)
+    assert (kl_dims < free_bits).any()  # the floor is active in this case
+    expected = -(10 / 2 * rec - 0.5 * 10 * floored.sum())
+    assert loss == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_pretraining_resets_the_decoder_and_keeps_the_encoder(corpus, tmp_path):
+    from pyro_svae.train import TrainConfig, Trainer, prepare_run
+
+    from conftest import quiet, tiny_config
+
+    config = tiny_config(corpus, pretrain_steps=5, max_steps=6)
+    tokenizer, splits = prepare_run(config, str(tmp_path / "run"), quiet)
+    trainer = Trainer(config, str(tmp_path / "run"), tokenizer, splits, log=quiet, progress=False)
+    assert trainer.beta(0) == trainer.beta(4) == pytest.approx(1e-4)
+    assert trainer.beta(5) == trainer.schedule(0) and trainer.beta(15) == trainer.schedule(10)
+    encoder = {k: v.clone() for k, v in trainer.svae.encoder.state_dict().items()}
+    decoder = {k: v.clone() for k, v in trainer.svae.decoder.state_dict().items()}
+    trainer.reset_decoder()
+    assert all(torch.equal(encoder[k], v) for k, v in trainer.svae.encoder.state_dict().items())
+    assert all(not torch.equal(decoder[k], v) for k, v in trainer.svae.decoder.state_dict().items())
