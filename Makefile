@@ -29,10 +29,10 @@ data/ptb/ptb.train.txt: | setup
 quickstart: setup data
 	@test -f $(RUN)/best.pt || $(PY) cli.py train --data data/ptb --out $(RUN) --max-minutes 5 \
 		--batch-size 32 --lr 2e-3 --word-keep 0.6 --kl-schedule logistic:0.004,1000 --eval-every 250
-	@echo "--- five sentences from the prior (python cli.py sample $(RUN) -n 5)"
-	@$(PY) cli.py sample $(RUN) -n 5
+	@echo "--- five sentences from the prior (python cli.py sample $(RUN) -n 5 --decode beam)"
+	@$(PY) cli.py sample $(RUN) -n 5 --decode beam
 	@echo "--- a homotopy between two sentences (python cli.py homotopy $(RUN) ...)"
-	@$(PY) cli.py homotopy $(RUN) "$(A)" "$(B)" --steps 5
+	@$(PY) cli.py homotopy $(RUN) "$(A)" "$(B)" --steps 5 --decode beam
 	@echo "--- the run is in $(RUN): metrics.csv, config.json, best.pt, checkpoint.pt"
 
 clean:
