@@ -2,26 +2,34 @@
 
 import math
 
-import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions.kl import kl_divergence
 
 from .corpus import gather, sorted_batches
 from .devices import forked_rng
+from .guides import SingleSite
 
 
 def elbo_terms(svae, batch):
-    """-> (rec [B], kl [B]): log p(x|z) at z ~ q(z|x), and KL(q || p) (analytic where Pyro has it,
-    else the one-sample estimate log q(z|x) - log p(z)). For the LM, kl is zero."""
+    """-> (rec [B], kl [B]): log p(x|z) at z ~ q(z|x), and KL(q || p) summed over the latent sites
+    (analytic where Pyro has it, else the one-draw estimate log q(z|x) - log p(z)). For the LM, kl = 0."""
     guide_tr = poutine.trace(svae.guide).get_trace(batch)
     model_tr = poutine.trace(poutine.replay(svae.model, trace=guide_tr)).get_trace(batch)
     x = model_tr.nodes["x"]
     rec = x["fn"].log_prob(x["value"])
-    if "z" not in guide_tr.nodes:
-        return rec, torch.zeros_like(rec)
-    q, p, z = guide_tr.nodes["z"]["fn"], model_tr.nodes["z"]["fn"], guide_tr.nodes["z"]["value"]
-    return rec, kl_term(q, p, z)
+    kl = torch.zeros_like(rec)
+    for site in svae.latent_sites:
+        kl = kl + kl_term(guide_tr.nodes[site]["fn"], model_tr.nodes[site]["fn"], guide_tr.nodes[site]["value"])
+    return rec, kl
+
+
+def latent_kl(svae, batch):
+    """KL(q(z|x) || p(z)) per sentence [B], without running the decoder."""
+    guide_tr = poutine.trace(svae.guide).get_trace(batch)
+    prior_tr = poutine.trace(poutine.replay(svae.prior.sample, trace=guide_tr)).get_trace(batch.size, svae.device)
+    return sum(kl_term(guide_tr.nodes[s]["fn"], prior_tr.nodes[s]["fn"], guide_tr.nodes[s]["value"])
+               for s in svae.latent_sites)
 
 
 def kl_term(q, p, z):
@@ -68,26 +76,29 @@ def iw_log_likelihood(svae, batch, samples=500, chunk=50):
     log p(x) ~= logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log K, while
     rec = mean_k log p(x|z_k) and kl = mean_k [log q(z_k|x) - log p(z_k)], so that
     ELBO = rec - kl <= log p(x) holds for every sentence (Jensen). The draws are folded into the
-    batch ``chunk`` at a time, so memory stays bounded. For the language model (no latent) the
-    log-likelihood is exact."""
+    batch ``chunk`` at a time (guide and model run on the repeated batch), so memory stays bounded
+    and any guide or prior works. The LM's log-likelihood is exact; a point-estimate guide has
+    none (NaN)."""
     if svae.z_dim == 0:
         rec, _ = elbo_terms(svae, batch)
         return rec, rec, torch.zeros_like(rec)
-    q = svae.q(batch)
     log_w, log_px_all = [], []
     for start in range(0, samples, chunk):
         k = min(chunk, samples - start)
-        z = q.sample((k,))  # [k, B, Z]
-        flat = z.transpose(0, 1).reshape(batch.size * k, -1)  # sentence-major, as Batch.repeat
-        repeated = batch.repeat(k)
-        trace = poutine.trace(poutine.condition(svae.model, data={"z": flat})).get_trace(repeated)
-        log_px = trace.nodes["x"]["fn"].log_prob(repeated.targets).view(batch.size, k)
-        log_pz = trace.nodes["z"]["fn"].log_prob(flat).view(batch.size, k)
-        log_w.append(log_px + log_pz - q.log_prob(z).transpose(0, 1))
-        log_px_all.append(log_px)
+        repeated = batch.repeat(k)  # sentence-major: row i * k + j is draw j of sentence i
+        guide_tr = poutine.trace(svae.guide).get_trace(repeated)
+        model_tr = poutine.trace(poutine.replay(svae.model, trace=guide_tr)).get_trace(repeated)
+        log_px = model_tr.nodes["x"]["fn"].log_prob(repeated.targets)
+        log_pz = sum(model_tr.nodes[s]["fn"].log_prob(model_tr.nodes[s]["value"]) for s in svae.latent_sites)
+        log_q = sum(guide_tr.nodes[s]["fn"].log_prob(guide_tr.nodes[s]["value"]) for s in svae.latent_sites)
+        log_w.append((log_px + log_pz - log_q).view(batch.size, k))
+        log_px_all.append(log_px.view(batch.size, k))
     log_w, log_px = torch.cat(log_w, dim=1), torch.cat(log_px_all, dim=1)
     rec = log_px.mean(1)
-    return torch.logsumexp(log_w, dim=1) - math.log(samples), rec, rec - log_w.mean(1)
+    log_p = torch.logsumexp(log_w, dim=1) - math.log(samples)
+    if svae.posterior.point_estimate:
+        log_p = torch.full_like(rec, float("nan"))
+    return log_p, rec, rec - log_w.mean(1)
 
 
 def active_units(means, threshold=0.01):
@@ -106,7 +117,7 @@ def mutual_information(dists, samples):
     log_q_aggregate = []
     for z in samples:
         # log q(z_i | x_j) for every sentence j of the split, then logsumexp over j
-        cross = torch.cat([d.log_prob(z.unsqueeze(1)) for d in dists], dim=1)  # [B_i, N]
+        cross = torch.cat([d.log_prob(z.unsqueeze(1).expand(-1, d.batch_shape[0], -1)) for d in dists], dim=1)
         log_q_aggregate.append(torch.logsumexp(cross, dim=1) - math.log(N))
     return float(log_q_own.mean() - torch.cat(log_q_aggregate).mean())
 
@@ -123,6 +134,8 @@ def evaluate(svae, split, samples=500, batch_size=32, chunk=50, seed=0, progress
 
     svae.eval()
     rows, means, dists, draws = [None] * len(split), [], [], []
+    # MI needs q(z|x) as one distribution; a point estimate has no meaningful MI
+    with_mi = svae.z_dim > 0 and isinstance(svae.posterior, SingleSite) and not svae.posterior.point_estimate
     batches = sorted_batches(split, batch_size)
     with forked_rng(svae.device):
         torch.manual_seed(seed)
@@ -131,11 +144,11 @@ def evaluate(svae, split, samples=500, batch_size=32, chunk=50, seed=0, progress
             log_px, rec, kl = iw_log_likelihood(svae, batch, samples, chunk)
             kl_exact = kl
             if svae.z_dim:
-                q = svae.q(batch)
-                means.append(q.mean)
-                dists.append(q)
-                draws.append(q.sample())
-                kl_exact = kl_term(q, dist.Normal(torch.zeros_like(q.mean), 1.0).to_event(1), draws[-1])
+                means.append(svae.posterior_mean(batch))
+                kl_exact = latent_kl(svae, batch)
+                if with_mi:
+                    dists.append(svae.q(batch))
+                    draws.append(dists[-1].sample())
             for i, pos in enumerate(positions):
                 rows[pos] = {"nll": -float(log_px[i]), "elbo": float(rec[i] - kl[i]), "rec": -float(rec[i]),
                              "kl": float(kl[i]), "kl_analytic": float(kl_exact[i]), "tokens": int(batch.lengths[i])}
@@ -150,6 +163,6 @@ def evaluate(svae, split, samples=500, batch_size=32, chunk=50, seed=0, progress
     }
     if svae.z_dim:
         totals["active_units"], variances = active_units(torch.cat(means), au_threshold)
-        totals["mutual_information"] = mutual_information(dists, draws)
+        totals["mutual_information"] = mutual_information(dists, draws) if with_mi else None
         totals["au_variances"] = [round(float(v), 5) for v in variances]
     return {"totals": totals, "sentences": rows}

@@ -13,9 +13,11 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from pyro import poutine
 
-from .guides import make_guide
+from .errors import SVAEError
+from .guides import SingleSite, guide_class, make_guide
 from .likelihood import Sentences
 from .networks import Decoder, Encoder, word_dropout
 
@@ -36,6 +38,48 @@ class ModelConfig:
     tie: bool = False
     dropout: float = 0.0
     guide: str = "diag"
+    prior: str = "standard"  # standard: N(0, I); hier: p(z1) p(z2 | z1)
+
+
+class StandardNormalPrior(nn.Module):
+    """p(z) = N(0, I) at the site "z"."""
+
+    sites = ("z",)
+
+    def __init__(self, z_dim):
+        super().__init__()
+        self.z_dim = z_dim
+
+    def sample(self, n, device):
+        return pyro.sample("z", dist.Normal(torch.zeros(n, self.z_dim, device=device), 1.0).to_event(1))
+
+    def split(self, z):
+        """z [N, Z] -> {site: value}, to condition the model on z."""
+        return {"z": z}
+
+
+class HierarchicalPrior(nn.Module):
+    """p(z1) p(z2 | z1): z1 ~ N(0, I), z2 ~ N(A z1 + b, diag(s(z1))^2), learned with the model;
+    the decoder sees z = [z1, z2]."""
+
+    sites = ("z1", "z2")
+
+    def __init__(self, z_dim):
+        super().__init__()
+        self.d1 = z_dim // 2
+        self.cond = nn.Linear(self.d1, 2 * (z_dim - self.d1))
+
+    def sample(self, n, device):
+        z1 = pyro.sample("z1", dist.Normal(torch.zeros(n, self.d1, device=device), 1.0).to_event(1))
+        loc, scale = self.cond(z1).chunk(2, dim=-1)
+        z2 = pyro.sample("z2", dist.Normal(loc, F.softplus(scale) + 1e-3).to_event(1))
+        return torch.cat([z1, z2], dim=-1)
+
+    def split(self, z):
+        return {"z1": z[..., : self.d1], "z2": z[..., self.d1 :]}
+
+
+PRIORS = {"standard": StandardNormalPrior, "hier": HierarchicalPrior}
 
 
 class SentenceVAE(nn.Module):
@@ -46,6 +90,10 @@ class SentenceVAE(nn.Module):
         self.decoder = Decoder(c.vocab_size, c.emb_dim, c.hidden, c.z_dim, c.dec_layers,
                                c.feed_z, c.tie, c.dropout)
         if c.z_dim > 0:
+            wanted = guide_class(c.guide).prior
+            if c.prior not in PRIORS or wanted != c.prior:
+                raise SVAEError(f"guide {c.guide!r} goes with --prior {wanted}, not {c.prior!r}")
+            self.prior = PRIORS[c.prior](c.z_dim)
             self.encoder = Encoder(c.vocab_size, c.emb_dim, c.enc_hidden or c.hidden, c.enc_layers,
                                    c.bidirectional, c.dropout)
             self.posterior = make_guide(c.guide, self.encoder.out_dim, c.z_dim)
@@ -67,9 +115,9 @@ class SentenceVAE(nn.Module):
         with self._plate(n, size):
             z = None
             if self.z_dim > 0:
-                loc = torch.zeros(n, self.z_dim, device=self.device)
+                pyro.module("prior", self.prior)
                 with poutine.scale(scale=max(beta, BETA_FLOOR)):
-                    z = pyro.sample("z", dist.Normal(loc, 1.0).to_event(1))
+                    z = self.prior.sample(n, self.device)
             if batch is None:
                 return pyro.sample("x", Sentences(self.decoder, z, strategy=strategy, max_len=max_len,
                                                   batch_size=n))
@@ -77,15 +125,39 @@ class SentenceVAE(nn.Module):
             return pyro.sample("x", Sentences(self.decoder, z, inputs=inputs), obs=batch.targets)
 
     def guide(self, batch, size=None, beta=1.0, **kwargs):
-        """q(z | x), under the same plate and the same KL scale as the model's z."""
+        """q(z | x), under the same plate and the same KL scale as the model's latent sites."""
         if self.z_dim == 0:
             return None
         pyro.module("encoder", self.encoder)
         pyro.module("posterior", self.posterior)
+        h = self.encoder(batch.targets, batch.lengths)
         with self._plate(batch.size, size):
             with poutine.scale(scale=max(beta, BETA_FLOOR)):
-                return pyro.sample("z", self.q(batch))
+                return self.posterior.sample(h)
+
+    @property
+    def latent_sites(self):
+        return self.prior.sites if self.z_dim > 0 else ()
 
     def q(self, batch):
-        """The variational distribution for a batch: batch shape [B], event shape [Z]."""
+        """The variational distribution of a single-site guide: batch shape [B], event shape [Z]."""
+        if not isinstance(self.posterior, SingleSite):
+            raise SVAEError(f"the {self.config.guide} guide has no single distribution q(z|x)")
         return self.posterior(self.encoder(batch.targets, batch.lengths))
+
+    def guide_draws(self, batch, k):
+        """k draws z ~ q(z|x) per sentence through the guide: -> z [B, k, Z], log q [B, k]."""
+        repeated = batch.repeat(k)
+        trace = poutine.trace(self.guide).get_trace(repeated)
+        z = torch.cat([trace.nodes[s]["value"] for s in self.latent_sites], dim=-1)
+        log_q = sum(trace.nodes[s]["fn"].log_prob(trace.nodes[s]["value"]) for s in self.latent_sites)
+        return z.view(batch.size, k, -1), log_q.view(batch.size, k)
+
+    def posterior_mean(self, batch, samples=64):
+        """E_q[z] per sentence [B, Z]: exact where the family has a mean, else over ``samples`` draws."""
+        if isinstance(self.posterior, SingleSite):
+            try:
+                return self.q(batch).mean
+            except NotImplementedError:
+                pass
+        return self.guide_draws(batch, samples)[0].mean(1)

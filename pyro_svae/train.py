@@ -14,7 +14,6 @@ import threading
 import time
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from pyro.optim import PyroOptim
@@ -25,7 +24,8 @@ from .checkpoint import atomic_save, load_checkpoint
 from .corpus import batch_order, encode_sentences, gather, load_text_splits
 from .devices import forked_rng, resolve_device
 from .errors import SVAEError
-from .evaluation import kl_term, validate
+from .evaluation import latent_kl, validate
+from .guides import guide_class, make_guide
 from .model import BETA_FLOOR, SentenceVAE
 from .objectives import FreeBitsELBO
 from .rundir import (BEST, CHECKPOINT, CORPUS, METRICS, load_corpus, model_config, read_config,
@@ -56,6 +56,7 @@ class TrainConfig:
     tie: bool = False
     dropout: float = 0.0
     guide: str = "diag"
+    prior: str = "standard"  # standard | hier (p(z1) p(z2|z1), with a hier-* guide)
     # objective
     elbo: str = "trace"  # trace (Trace_ELBO) | meanfield (TraceMeanField_ELBO, analytic KL)
     kl_schedule: str = "logistic:0.0025,2500"
@@ -78,7 +79,7 @@ class TrainConfig:
 # Options a resumed run may change; every other one is fixed by the run.
 RESUMABLE = {"max_epochs", "max_steps", "max_minutes", "eval_every", "patience", "device"}
 CHOICES = {"tokenizer": ("word", "spm"), "too_long": ("drop", "truncate"), "model": ("vae", "lm"),
-           "elbo": ("trace", "meanfield")}
+           "elbo": ("trace", "meanfield"), "prior": ("standard", "hier")}
 
 
 class GlobalClipAdam(PyroOptim):
@@ -111,6 +112,11 @@ def check_config(c):
         raise SVAEError("--free-bits needs --guide diag (the per-dimension KL is analytic there)")
     if c.model == "vae" and c.z_dim <= 0:
         raise SVAEError("--z-dim must be positive for a VAE (use --model lm for no latent)")
+    if c.model == "vae":
+        make_guide(c.guide, 4, c.z_dim)  # a valid family and argument
+        if guide_class(c.guide).prior != c.prior:
+            raise SVAEError(f"guide {c.guide!r} goes with --prior {guide_class(c.guide).prior}, not {c.prior!r}")
+    parse_schedule(c.kl_schedule, c.max_steps or c.max_epochs or None)
 
 
 def _log_read(log, split, stats):
@@ -288,7 +294,7 @@ class Trainer:
 
     def _show(self, bar, batch, loss, beta, window, started):
         with torch.no_grad(), forked_rng(self.device):
-            kl = float(_batch_kl(self.svae, batch)) if self.svae.z_dim else 0.0
+            kl = float(latent_kl(self.svae, batch).mean()) if self.svae.z_dim else 0.0
         now = time.time()
         post = {"loss": f"{loss:.2f}", "kl": f"{kl:.2f}", "beta": f"{max(beta, BETA_FLOOR):.3f}",
                 "tok/s": f"{window[1] / max(now - window[0], 1e-9):.0f}"}
@@ -323,13 +329,6 @@ class Trainer:
             self.log(f"step {p['step']}: val ELBO {m['elbo']:.2f} (rec {m['rec']:.2f}, KL {m['kl']:.2f}), "
                      f"PPL <= {m['ppl_bound']:.1f}" + (" *" if improved else ""))
         return row
-
-
-def _batch_kl(svae, batch):
-    """Mean KL(q(z|x) || p(z)) over a batch, for display."""
-    q = svae.q(batch)
-    z = q.sample()
-    return kl_term(q, dist.Normal(torch.zeros_like(z), 1.0).to_event(1), z).mean()
 
 
 def _append_metrics(path, row):

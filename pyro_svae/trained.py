@@ -80,10 +80,11 @@ class TrainedVAE:
         """z [N, Z] (or None with n for prior draws) -> tokens [N, L] (w1..wn </s> <pad>..)."""
         if not isinstance(strategy, (Greedy, Sampling, Beam)):
             strategy = make_strategy(strategy, **search)
-        model = self.svae.model if z is None else poutine.condition(self.svae.model, data={"z": z})
+        model = self.svae.model if z is None else poutine.condition(self.svae.model, data=self.svae.prior.split(z))
         n = n if z is None else z.shape[0]
         trace = poutine.trace(model).get_trace(n=n, strategy=strategy, max_len=max_len or self.max_len)
-        self._last_z = trace.nodes["z"]["value"] if "z" in trace.nodes else None
+        sites = self.svae.latent_sites
+        self._last_z = torch.cat([trace.nodes[s]["value"] for s in sites], dim=-1) if sites else None
         return trace.nodes["x"]["value"]
 
     def split(self, name="test", input_file=None, limit=0):
@@ -114,15 +115,22 @@ class TrainedVAE:
         tokens = self.decode_tokens(None, n=n, **decoding)
         return self._last_z, [self.tokenizer.decode(row.tolist()) for row in tokens]
 
+    @torch.inference_mode()
+    def posterior_mean(self, sentences):
+        """E_q[z] for each sentence: [N, Z]."""
+        self._need_latent()
+        return self.svae.posterior_mean(self.batch(sentences))
+
     def reconstruct(self, sentences, **decoding):
         """Decode the posterior mean of each sentence. -> (z [N, Z], texts)."""
-        z = self.encode(sentences).mean
+        z = self.posterior_mean(sentences)
         return z, self.decode(z, **decoding)
 
     def posterior(self, sentences, n=5, **decoding):
         """n draws z ~ q(z|x) per sentence, each decoded. -> (z [N*n, Z], texts), grouped by sentence."""
+        self._need_latent()
         with torch.inference_mode():
-            z = self.encode(sentences).sample((n,)).transpose(0, 1).reshape(-1, self.z_dim)
+            z = self.svae.guide_draws(self.batch(sentences), n)[0].reshape(-1, self.z_dim)
         return z, self.decode(z, **decoding)
 
     def homotopy(self, first=None, second=None, steps=5, from_prior=False, **decoding):
@@ -132,9 +140,10 @@ class TrainedVAE:
         if steps < 2:
             raise SVAEError("--steps must be at least 2 (the two endpoints)")
         if from_prior:
-            ends = torch.randn(2, self.z_dim, device=self.svae.device)
+            with torch.inference_mode():
+                ends = self.svae.prior.sample(2, self.svae.device)
         else:
-            ends = self.encode([first, second]).mean
+            ends = self.posterior_mean([first, second])
         t = torch.linspace(0, 1, steps, device=ends.device).unsqueeze(1)
         z = (1 - t) * ends[0] + t * ends[1]
         return z, self.decode(z, **decoding)
