@@ -276,9 +276,12 @@ def homotopy(run, sentences, steps, from_prior, seed, device, checkpoint, as_jso
 @click.option("--json", "as_json", is_flag=True, help="Print the totals as JSON.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--refine", type=click.IntRange(min=0), default=0,
+              help="Also run N SVI steps on per-sentence variational parameters from the guide "
+                   "(semi-amortized inference) and report the ELBO before and after.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, per_sentence, seed, as_json, device,
-             checkpoint, quiet):
+             checkpoint, refine, quiet):
     """Score a split: IW-NLL (K samples), ELBO, reconstruction, KL, both perplexities, MI, active units.
 
     Example: python cli.py evaluate runs/ptb --split test --iw-samples 500
@@ -288,6 +291,8 @@ def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, per_s
     result = vae.evaluate(data, iw_samples, batch_size=batch_size, chunk=chunk, seed=seed, progress=not quiet)
     totals = result["totals"]
     totals["split"] = input_file or split
+    if refine:
+        totals["refine"] = vae.refine(data, refine, seed=seed, progress=not quiet)
     if per_sentence:
         with open(per_sentence, "w") as f:
             for i, row in enumerate(result["sentences"]):
@@ -302,8 +307,82 @@ def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, per_s
     if not lm:
         click.echo(f"ELBO     {totals['elbo']:.2f}  (rec {totals['rec']:.2f} + KL {totals['kl']:.2f}); "
                    f"PPL bound {totals['ppl_elbo']:.2f}")
-        click.echo(f"MI       {totals['mutual_information']:.3f} nats")
+        mi = totals["mutual_information"]
+        click.echo(f"MI       {'n/a (point estimate)' if mi is None else f'{mi:.3f} nats'}")
         click.echo(f"AU       {totals['active_units']} of {len(totals['au_variances'])} dimensions (Cov >= 0.01)")
+    if refine:
+        r = totals["refine"]
+        click.echo(f"refined  ELBO {r['elbo_before']:.2f} -> {r['elbo_after']:.2f} after {refine} steps "
+                   f"(amortization gap >= {r['gain']:.2f} nats/sentence)")
+
+
+@cli.command("grad-variance")
+@click.argument("run", type=click.Path())
+@click.option("--estimators", default="reparam,reinforce,reinforce+baseline", show_default=True,
+              help="Comma-separated: reparam (pathwise), reinforce (score function, TraceGraph_ELBO), "
+                   "reinforce+baseline (with a decaying-average baseline).")
+@click.option("--samples", type=click.IntRange(min=2), default=200, show_default=True, help="Gradient draws per estimator.")
+@click.option("--split", type=click.Choice(["train", "valid", "test"]), default="valid", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Sentences in the batch.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+def grad_variance(run, estimators, samples, split, batch_size, seed, as_json, device, checkpoint):
+    """Variance of the ELBO gradient w.r.t. the guide's parameters, per estimator.
+
+    Example: python cli.py grad-variance runs/ptb --estimators reparam,reinforce --samples 200
+    """
+    from pyro_svae.gradients import ESTIMATORS
+
+    names = [e.strip() for e in estimators.split(",") if e.strip()]
+    unknown = [e for e in names if e not in ESTIMATORS]
+    if unknown or not names:
+        raise SVAEError(f"unknown estimator {', '.join(unknown) or '(none)'}; use {', '.join(ESTIMATORS)}")
+    vae = _explorer(run, device, checkpoint, seed)
+    report = vae.grad_variance(split, names, samples, batch_size)
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+        return
+    base = report.get("reparam")
+    click.echo("group      estimator            |mean grad|  +- stderr     variance   x reparam")
+    for estimator, groups in report.items():
+        for group, r in groups.items():
+            ratio = f"{r['variance'] / base[group]['variance']:.1f}" if base else "-"
+            click.echo(f"{group:<10} {estimator:<20} {r['mean_norm']:>10.3f}  {r['mean_stderr']:>9.3f} "
+                       f"{r['variance']:>12.3f}   {ratio:>9}")
+
+
+@cli.command("compare-guides")
+@click.option("--guides", default=None,
+              help="Comma-separated guide specs [default: diag,lowrank:4,fullrank,iaf:2,delta; "
+                   "with --prior hier: hier-meanfield,hier-structured].")
+@click.option("--budget", type=float, default=10.0, show_default=True, help="Training minutes per guide.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/compare-guides", show_default=True)
+@click.option("--iw-samples", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@train_options
+def compare_guides(guides, budget, out_dir, iw_samples, split, quiet, **options):
+    """Train the same model with each guide under one budget and seed; write results.md and results.png.
+
+    Example: python cli.py compare-guides --data data/ptb --guides diag,lowrank:4,fullrank,iaf:2,delta --budget 10
+    """
+    from pyro_svae.compare import compare_guides as run_comparison
+
+    given = {k: v for k, v in options.items() if v is not None}
+    if "guide" in given:
+        raise click.UsageError("use --guides (several) with compare-guides")
+    if not given.get("data"):
+        raise click.UsageError("compare-guides needs --data")
+    hier = given.get("prior") == "hier"
+    specs = [g.strip() for g in (guides or ("hier-meanfield,hier-structured" if hier else
+                                            "diag,lowrank:4,fullrank,iaf:2,delta")).split(",") if g.strip()]
+    config = TrainConfig(**{**dataclasses.asdict(DEFAULTS), "max_minutes": budget, **given})
+    rows, plotted = run_comparison(config, specs, out_dir, iw_samples, split, log=_log, progress=not quiet)
+    click.echo(open(os.path.join(out_dir, "results.md")).read().rstrip())
+    click.echo(f"table: {out_dir}/results.md" + (f"; plot: {out_dir}/results.png" if plotted else
+                                                 " (no plot: pip install matplotlib)"))
 
 
 def _log(message):

@@ -129,9 +129,13 @@ class SentenceVAE(nn.Module):
         if self.z_dim == 0:
             return None
         pyro.module("encoder", self.encoder)
+        return self.guide_given(self.encoder(batch.targets, batch.lengths), size, beta)
+
+    def guide_given(self, h, size=None, beta=1.0):
+        """The guide's latent sites for given encoder summaries h [B, H] (semi-amortized inference
+        refines h per sentence)."""
         pyro.module("posterior", self.posterior)
-        h = self.encoder(batch.targets, batch.lengths)
-        with self._plate(batch.size, size):
+        with self._plate(h.shape[0], size):
             with poutine.scale(scale=max(beta, BETA_FLOOR)):
                 return self.posterior.sample(h)
 

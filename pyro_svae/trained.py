@@ -110,6 +110,26 @@ class TrainedVAE:
             split = self.split(split)
         return evaluate(self.svae, split, samples, **options)
 
+    def refine(self, split="test", steps=20, **options):
+        """The amortization gap: mean ELBO before and after ``steps`` per-sentence SVI steps."""
+        from .refine import refine
+
+        self._need_latent()
+        if isinstance(split, str):
+            split = self.split(split)
+        return refine(self.svae, split, steps, **options)
+
+    def grad_variance(self, split="valid", estimators=("reparam", "reinforce", "reinforce+baseline"),
+                      samples=200, batch_size=16):
+        """Variance of the guide-parameter gradient under each estimator, on the first
+        ``batch_size`` sentences of ``split``."""
+        from .gradients import guide_gradient_variance
+
+        self._need_latent()
+        data = self.split(split) if isinstance(split, str) else split
+        batch = make_batch([data.sentence(i) for i in range(min(batch_size, len(data)))]).to(self.svae.device)
+        return guide_gradient_variance(self.svae, batch, estimators, samples)
+
     def sample(self, n, **decoding):
         """n draws from the model: z ~ p(z), then x decoded from z. -> (z [n, Z] or None, texts)."""
         tokens = self.decode_tokens(None, n=n, **decoding)

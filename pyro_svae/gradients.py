@@ -1,0 +1,78 @@
+"""Why reparameterization wins: the variance of the ELBO's gradient with respect to the guide's
+parameters under the pathwise estimator (Trace_ELBO on reparameterized draws) and under the
+score-function estimator (the same guide with reparameterization switched off, scored by
+TraceGraph_ELBO, optionally with a decaying-average baseline)."""
+
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.infer import Trace_ELBO, TraceGraph_ELBO
+from pyro.poutine.messenger import Messenger
+
+ESTIMATORS = ("reparam", "reinforce", "reinforce+baseline")
+
+
+def without_rsample(fn):
+    """The same distribution, sampled without reparameterization (wrappers delegate to their base)."""
+    if isinstance(fn, dist.Independent):
+        return dist.Independent(without_rsample(fn.base_dist), fn.reinterpreted_batch_ndims)
+    if isinstance(fn, dist.TransformedDistribution):
+        return dist.TransformedDistribution(without_rsample(fn.base_dist), fn.transforms)
+    return fn.has_rsample_(False)
+
+
+class _NoReparam(Messenger):
+    """Sample every latent site without reparameterization (score-function gradients)."""
+
+    def _pyro_sample(self, msg):
+        if not msg["is_observed"]:
+            msg["fn"] = without_rsample(msg["fn"])
+
+
+def score_function_guide(guide, baseline=False):
+    def config(site):
+        if site["type"] == "sample" and not site["is_observed"] and baseline:
+            return {"baseline": {"use_decaying_avg_baseline": True, "baseline_beta": 0.9}}
+        return {}
+
+    return _NoReparam()(poutine.infer_config(guide, config_fn=config))
+
+
+def gradient_samples(model, guide, params, estimator="reparam", samples=200, *args, **kwargs):
+    """``samples`` one-draw estimates of the gradient of -ELBO w.r.t. ``params``
+    ({group: [tensors]}): -> {group: [samples, P]}."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; use {', '.join(ESTIMATORS)}")
+    if estimator == "reparam":
+        loss = Trace_ELBO()
+    else:
+        loss, guide = TraceGraph_ELBO(), score_function_guide(guide, baseline=estimator.endswith("baseline"))
+    out = {group: [] for group in params}
+    for _ in range(samples):
+        for tensors in params.values():
+            for p in tensors:
+                p.grad = None
+        loss.loss_and_grads(model, guide, *args, **kwargs)
+        for group, tensors in params.items():
+            out[group].append(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
+                                         for p in tensors]))
+    return {group: torch.stack(rows) for group, rows in out.items()}
+
+
+def summarize(grads):
+    """[S, P] -> mean gradient norm, its standard error, and total variance (trace of the covariance)."""
+    mean = grads.mean(0)
+    variance = grads.var(0, unbiased=True)
+    return {"mean_norm": float(mean.norm()), "variance": float(variance.sum()),
+            "mean_stderr": float((variance.sum() / grads.shape[0]).sqrt())}
+
+
+def guide_gradient_variance(svae, batch, estimators=ESTIMATORS, samples=200):
+    """Per parameter group of the guide (encoder, posterior head): {estimator: summary}."""
+    svae.train(False)
+    groups = {"encoder": list(svae.encoder.parameters()), "posterior": list(svae.posterior.parameters())}
+    report = {}
+    for estimator in estimators:
+        grads = gradient_samples(svae.model, svae.guide, groups, estimator, samples, batch)
+        report[estimator] = {group: summarize(g) for group, g in grads.items()}
+    return report
