@@ -11,7 +11,7 @@ import sys
 import click
 
 from pyro_svae.errors import SVAEError
-from pyro_svae.train import CHOICES, TrainConfig
+from pyro_svae.training import CHOICES, TrainConfig
 
 DEFAULTS = TrainConfig()
 
@@ -43,6 +43,7 @@ TRAIN_OPTIONS = [
     ("pretrain_steps", "Train as an autoencoder (beta ~ 0) for N steps, then re-initialize the decoder (Li et al. 2019)."),
     ("batch_size", "Sentences per minibatch."),
     ("lr", "Adam learning rate."),
+    ("lr_decay", "Multiply the learning rate by this after each validation without a better ELBO (1: off)."),
     ("clip_norm", "Clip the global gradient norm to this (0: off)."),
     ("max_epochs", "Stop after this many epochs (0: no limit)."),
     ("max_steps", "Stop after this many steps in all (0: no limit)."),
@@ -107,7 +108,7 @@ def train(out, resume, quiet, **options):
 
     Example: python cli.py train --data data/ptb --out runs/ptb --max-minutes 30
     """
-    from pyro_svae.train import train as run_training
+    from pyro_svae.training import train as run_training
 
     given = {k: v for k, v in options.items() if v is not None}
     if resume:

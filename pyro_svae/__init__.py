@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 
 from .errors import SVAEError  # noqa: E402
 from .model import ModelConfig, SentenceVAE  # noqa: E402
-from .train import TrainConfig, train  # noqa: E402
+from .training import TrainConfig, train  # noqa: E402
 from .trained import TrainedVAE, load  # noqa: E402
 
 __all__ = ["ModelConfig", "SentenceVAE", "SVAEError", "TrainConfig", "TrainedVAE", "load", "train",

@@ -6,7 +6,7 @@ import dataclasses
 import os
 
 from .guides import guide_class
-from .train import TrainConfig, train
+from .training import TrainConfig, train
 from .trained import load
 
 COLUMNS = ["guide", "elbo", "nll", "gap", "kl", "mutual_information", "active_units", "steps", "minutes"]

@@ -5,7 +5,7 @@ import random
 import pyro
 import pytest
 
-from pyro_svae.train import TrainConfig, train
+from pyro_svae.training import TrainConfig, train
 
 SUBJECTS = ["the cat", "the dog", "a bird", "my friend", "the old man", "she", "he"]
 VERBS = ["sat", "ran", "slept", "sang", "jumped", "walked"]

@@ -95,7 +95,7 @@ def test_mutual_information_of_known_gaussians():
 
 
 def test_language_model_nll_is_exact(corpus, tmp_path):
-    from pyro_svae.train import train
+    from pyro_svae.training import train
 
     from conftest import quiet, tiny_config
 

@@ -157,3 +157,26 @@ def test_compare_guides_writes_table_and_plot(corpus, tmp_path, run_cli):
     assert rows[2].split(" | ")[2] == "n/a"  # a point estimate has no IW-NLL
     assert all(r.split(" | ")[7] == "6" for r in rows)  # same budget: 6 steps each
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_new_family_is_one_class_and_one_registry_line(corpus, tmp_path, monkeypatch):
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    from pyro_svae import guides
+
+    class StudentT(guides.SingleSite):  # the README's example
+        def __init__(self, in_dim, z_dim, arg=None):
+            super().__init__()
+            self.nu = float(arg or 4)
+            self.loc, self.scale = nn.Linear(in_dim, z_dim), nn.Linear(in_dim, z_dim)
+
+        def forward(self, h):
+            return dist.StudentT(self.nu, self.loc(h), F.softplus(self.scale(h)) + 1e-5).to_event(1)
+
+    monkeypatch.setitem(guides.GUIDES, "studentt", StudentT)
+    for elbo in ("trace", "meanfield"):  # meanfield falls back to a sampled KL: none is registered
+        run = str(tmp_path / elbo)
+        summary = train(tiny_config(corpus, guide="studentt:3", elbo=elbo, max_steps=4), run, log=quiet, progress=False)
+        assert all(math.isfinite(loss) for loss in summary["losses"])
+        assert load(run, device="cpu").svae.posterior.nu == 3.0

@@ -136,7 +136,7 @@ def test_free_bits_objective_floors_each_dimension(tiny, batch):
 
 
 def test_pretraining_resets_the_decoder_and_keeps_the_encoder(corpus, tmp_path):
-    from pyro_svae.train import TrainConfig, Trainer, prepare_run
+    from pyro_svae.training import TrainConfig, Trainer, prepare_run
 
     from conftest import quiet, tiny_config
 

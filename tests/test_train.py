@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pyro_svae.checkpoint import atomic_save, load_checkpoint
-from pyro_svae.train import train
+from pyro_svae.training import train
 
 from conftest import quiet, tiny_config
 
@@ -79,3 +79,27 @@ def test_cli_train_then_resume(corpus, tmp_path, run_cli):
     assert "resuming" in err and "at step 20" in err
     rows = list(csv.DictReader(open(os.path.join(run, "metrics.csv"))))
     assert [int(r["step"]) for r in rows] == [5, 10, 15, 20]
+
+
+def test_learning_rate_decays_on_a_plateau_and_resumes(corpus, tmp_path, monkeypatch):
+    import pyro_svae.training as training
+
+    real = training.validate
+
+    def worsening(svae, split, batch_size=64, seed=0):  # every validation is worse than the last
+        m = real(svae, split, batch_size, seed)
+        worsening.calls += 1
+        return {**m, "elbo": -1000.0 - worsening.calls}
+
+    worsening.calls = 0
+    monkeypatch.setattr(training, "validate", worsening)
+    cfg = dict(lr=0.01, lr_decay=0.5, eval_every=2)
+    whole = train(tiny_config(corpus, max_steps=8, **cfg), str(tmp_path / "a"), log=quiet, progress=False)
+    lrs = [float(r["lr"]) for r in csv.DictReader(open(tmp_path / "a" / "metrics.csv"))]
+    assert lrs == [0.01, 0.005, 0.0025, 0.00125]  # the first evaluation is the best so far
+    state = load_checkpoint(str(tmp_path / "a" / "checkpoint.pt"))
+    assert all(group["lr"] == 0.00125 for opt in state["optim"].values() for group in opt["param_groups"])
+    worsening.calls = 0
+    first = train(tiny_config(corpus, max_steps=4, **cfg), str(tmp_path / "b"), log=quiet, progress=False)
+    rest = train(out_dir=str(tmp_path / "b"), resume=True, overrides={"max_steps": 8}, log=quiet, progress=False)
+    assert first["losses"] + rest["losses"] == whole["losses"]

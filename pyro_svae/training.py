@@ -26,7 +26,7 @@ from .devices import forked_rng, resolve_device
 from .errors import SVAEError
 from .evaluation import latent_kl, validate
 from .guides import guide_class, make_guide
-from .model import BETA_FLOOR, SentenceVAE
+from .model import BETA_FLOOR, ModelConfig, SentenceVAE
 from .objectives import FreeBitsELBO
 from .rundir import (BEST, CHECKPOINT, CORPUS, METRICS, load_corpus, model_config, read_config,
                      restore_model, write_config)
@@ -43,20 +43,20 @@ class TrainConfig:
     min_count: int = 1
     max_len: int = 60  # tokens per sentence, </s> not counted
     too_long: str = "drop"  # drop | truncate
-    # model
+    # model: the defaults are ModelConfig's (model.py documents them)
     model: str = "vae"  # vae | lm (the decoder alone: the language-model baseline)
-    emb_dim: int = 353
-    hidden: int = 191
-    z_dim: int = 13
-    enc_hidden: int = 0
-    enc_layers: int = 1
-    dec_layers: int = 1
-    bidirectional: bool = False
-    feed_z: bool = False
-    tie: bool = False
-    dropout: float = 0.0
-    guide: str = "diag"
-    prior: str = "standard"  # standard | hier (p(z1) p(z2|z1), with a hier-* guide)
+    emb_dim: int = ModelConfig.emb_dim
+    hidden: int = ModelConfig.hidden
+    z_dim: int = ModelConfig.z_dim
+    enc_hidden: int = ModelConfig.enc_hidden
+    enc_layers: int = ModelConfig.enc_layers
+    dec_layers: int = ModelConfig.dec_layers
+    bidirectional: bool = ModelConfig.bidirectional
+    feed_z: bool = ModelConfig.feed_z
+    tie: bool = ModelConfig.tie
+    dropout: float = ModelConfig.dropout
+    guide: str = ModelConfig.guide
+    prior: str = ModelConfig.prior
     # objective
     elbo: str = "trace"  # trace (Trace_ELBO) | meanfield (TraceMeanField_ELBO, analytic KL)
     kl_schedule: str = "logistic:0.0025,2500"
@@ -66,6 +66,7 @@ class TrainConfig:
     # optimization and budget
     batch_size: int = 32
     lr: float = 1e-3
+    lr_decay: float = 1.0  # multiply the learning rate by this after a validation without improvement
     clip_norm: float = 5.0
     max_epochs: int = 0  # 0: no limit
     max_steps: int = 0
@@ -90,6 +91,13 @@ class GlobalClipAdam(PyroOptim):
         super().__init__(torch.optim.Adam, {"lr": lr})
         self.clip_norm = clip_norm
 
+    def set_lr(self, lr):
+        """The learning rate of every parameter's optimizer, and of those created later."""
+        self.pt_optim_args["lr"] = lr
+        for optimizer in self.optim_objs.values():
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
     def __call__(self, params, *args, **kwargs):
         params = sorted(params, key=pyro.get_param_store().param_name)  # a fixed order: exact resumes
         if self.clip_norm > 0:
@@ -106,6 +114,8 @@ def check_config(c):
     for name in ("batch_size", "eval_every", "emb_dim", "hidden", "max_len", "vocab_size"):
         if getattr(c, name) <= 0:
             raise SVAEError(f"--{name.replace('_', '-')} must be positive")
+    if not 0.0 < c.lr_decay <= 1.0:
+        raise SVAEError(f"--lr-decay {c.lr_decay}: must lie in (0, 1]")
     if c.free_bits < 0 or c.pretrain_steps < 0:
         raise SVAEError("--free-bits and --pretrain-steps must be >= 0")
     if c.free_bits > 0 and c.guide != "diag":
@@ -193,7 +203,8 @@ class Trainer:
         self.total_steps = c.max_steps or (c.max_epochs * self.batches_per_epoch) or None
         self.schedule = parse_schedule(c.kl_schedule, self.total_steps)
         self.last_metrics = None
-        self.pos = {"step": 0, "epoch": 0, "batch": 0, "best_elbo": -math.inf, "bad_evals": 0, "minutes": 0.0}
+        self.pos = {"step": 0, "epoch": 0, "batch": 0, "best_elbo": -math.inf, "bad_evals": 0, "minutes": 0.0,
+                    "lr": c.lr}
 
     # -- checkpoints ------------------------------------------------------------------------
     def state(self, with_optim=True):
@@ -211,6 +222,7 @@ class Trainer:
         restore_model(self.svae, state, self.tokenizer, path)
         self.optim.set_state(state["optim"])
         self.pos.update(state["position"])
+        self.optim.set_lr(self.pos["lr"])
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if self.device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
@@ -313,11 +325,14 @@ class Trainer:
             p["best_elbo"], p["bad_evals"] = m["elbo"], 0
         else:
             p["bad_evals"] += 1
+            if self.c.lr_decay != 1.0:
+                p["lr"] *= self.c.lr_decay
+                self.optim.set_lr(p["lr"])
         train_loss = sum(recent_losses) / len(recent_losses) / len(self.splits["train"]) if recent_losses else float("nan")
         row = {"step": p["step"], "epoch": p["epoch"], "beta": round(max(beta, BETA_FLOOR), 6),
                "train_loss": round(train_loss, 4), "val_elbo": round(m["elbo"], 4),
                "val_rec": round(m["rec"], 4), "val_kl": round(m["kl"], 4),
-               "val_ppl_bound": round(m["ppl_bound"], 3), "minutes": round(minutes, 3)}
+               "val_ppl_bound": round(m["ppl_bound"], 3), "lr": p["lr"], "minutes": round(minutes, 3)}
         _append_metrics(os.path.join(self.out_dir, METRICS), row)
         saved_minutes, p["minutes"] = p["minutes"], minutes
         if improved:

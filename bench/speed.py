@@ -1,0 +1,187 @@
+"""Speed of a training step: ours (Pyro SVI, as shipped) against a hand-written PyTorch step and a
+naive Pyro formulation, on the same batches and the same nn.Modules, in one process.
+
+    python bench/speed.py                       # Bowman's size on PTB batches
+    python bench/speed.py --batch-size 256 --device cuda
+
+Prints ms/step, tokens/s (real tokens, no padding), the ratios, peak memory, and the share of the
+machine's measured matrix-product FLOP/s that each step achieves; then evaluation speed (IW-NLL
+with K samples folded into the batch) and batched beam search, in sentences/s."""
+
+import argparse
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pyro  # noqa: E402
+import pyro.distributions as dist  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from pyro import poutine  # noqa: E402
+from pyro.infer import SVI, Trace_ELBO  # noqa: E402
+
+from pyro_svae.corpus import batch_order, encode_sentences, gather, load_text_splits  # noqa: E402
+from pyro_svae.decoding import Beam  # noqa: E402
+from pyro_svae.devices import resolve_device  # noqa: E402
+from pyro_svae.evaluation import iw_log_likelihood  # noqa: E402
+from pyro_svae.model import ModelConfig, SentenceVAE  # noqa: E402
+from pyro_svae.networks import word_dropout  # noqa: E402
+from pyro_svae.tokenizers import WordTokenizer  # noqa: E402
+from pyro_svae.training import GlobalClipAdam  # noqa: E402
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_flops(device, n=2048, repeats=10):
+    """Measured float32 matrix-product FLOP/s (the best of ``repeats``)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    best = math.inf
+    for _ in range(repeats):
+        sync(device)
+        t = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def step_flops(c, batch):
+    """Matrix-product FLOPs of one training step (forward x 3 for forward + backward)."""
+    tokens = batch.targets.numel()  # padded positions are computed too
+    lstm = lambda inp, h: 2 * 4 * h * (inp + h)  # noqa: E731  per token, one layer
+    forward = tokens * (lstm(c.emb_dim, c.hidden) + 2 * c.hidden * c.vocab_size)  # decoder + output
+    forward += tokens * lstm(c.emb_dim, c.hidden)  # encoder
+    return 3 * forward
+
+
+def naive_model(svae, batch, size, beta=1.0, word_keep=1.0):
+    """The same model with the likelihood as a normalized Categorical over [B, T, V]."""
+    pyro.module("decoder", svae.decoder)
+    with pyro.plate("sentences", size, subsample=torch.arange(batch.size)):
+        pyro.module("prior", svae.prior)
+        with poutine.scale(scale=beta):
+            z = svae.prior.sample(batch.size, svae.device)
+        logits, _ = svae.decoder(word_dropout(batch.inputs, word_keep), z)
+        pyro.sample("x", dist.Categorical(logits=logits).mask(batch.mask).to_event(1), obs=batch.targets)
+
+
+class PlainStep:
+    """A reparameterized ELBO step written by hand: the same modules, likelihood and KL estimate."""
+
+    def __init__(self, svae, lr, clip):
+        self.svae, self.clip = svae, clip
+        self.optim = torch.optim.Adam(svae.parameters(), lr=lr)
+
+    def __call__(self, batch, size, beta, word_keep):
+        svae = self.svae
+        self.optim.zero_grad(set_to_none=True)
+        q = svae.posterior(svae.encoder(batch.targets, batch.lengths))
+        z = q.rsample()
+        logits, _ = svae.decoder(word_dropout(batch.inputs, word_keep), z)
+        rec = -F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.targets.reshape(-1),
+                               ignore_index=0, reduction="sum")
+        log_p = dist.Normal(0.0, 1.0).log_prob(z).sum()
+        loss = -(size / batch.size) * (rec + beta * (log_p - q.log_prob(z).sum()))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(svae.parameters(), self.clip)
+        self.optim.step()
+        return loss.item()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="data/ptb")
+    parser.add_argument("--vocab-size", type=int, default=10000)
+    parser.add_argument("--emb-dim", type=int, default=353)
+    parser.add_argument("--hidden", type=int, default=191)
+    parser.add_argument("--z-dim", type=int, default=13)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--length", type=int, default=22, help="only batches of sentences of about this length")
+    parser.add_argument("--steps", type=int, default=10, help="steps per round and variant")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--iw-samples", type=int, default=500)
+    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the default)")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    pyro.set_rng_seed(0)
+
+    texts, _, _ = load_text_splits(args.data)
+    tokenizer = WordTokenizer.build(texts["train"], max_size=args.vocab_size)
+    train, _ = encode_sentences(texts["train"], tokenizer, max_len=100)
+    # batches from the length-bucketed training order, keeping those around the requested length
+    batches = [gather(train, b) for b in batch_order(train, args.batch_size, seed=0, epoch=0)]
+    batches = [b.to(device) for b in batches if abs(b.targets.shape[1] - (args.length + 1)) <= 1
+               and b.size == args.batch_size][: args.steps]
+    c = ModelConfig(vocab_size=len(tokenizer), emb_dim=args.emb_dim, hidden=args.hidden, z_dim=args.z_dim)
+    svae = SentenceVAE(c).to(device).train()
+    size, beta, keep = len(train), 0.5, 0.75
+
+    optim = GlobalClipAdam(1e-3, 5.0)
+    ours = SVI(svae.model, svae.guide, optim, Trace_ELBO())
+    naive = SVI(lambda b, size, beta, word_keep: naive_model(svae, b, size, beta, word_keep),
+                svae.guide, GlobalClipAdam(1e-3, 5.0), Trace_ELBO())
+    plain = PlainStep(svae, 1e-3, 5.0)
+    variants = {"ours (Pyro SVI)": lambda b: ours.step(b, size=size, beta=beta, word_keep=keep),
+                "plain PyTorch": lambda b: plain(b, size, beta, keep),
+                "naive Pyro (Categorical)": lambda b: naive.step(b, size=size, beta=beta, word_keep=keep)}
+    for run in variants.values():  # warm up
+        run(batches[0])
+    times = {name: [] for name in variants}
+    for _ in range(args.rounds):  # interleaved, so the machine's noise hits every variant alike
+        for name, run in variants.items():
+            sync(device)
+            t = time.perf_counter()
+            for b in batches:
+                run(b)
+            sync(device)
+            times[name].append((time.perf_counter() - t) / len(batches))
+    peak_flops = matmul_flops(device)
+    flops = statistics.mean(step_flops(c, b) for b in batches)
+    tokens = statistics.mean(b.num_tokens() for b in batches)
+    padded = statistics.mean(b.targets.numel() for b in batches)
+    ms = {name: 1000 * statistics.median(t) for name, t in times.items()}
+    print(f"device {device}, torch threads {torch.get_num_threads()}; vocab {c.vocab_size}, emb {c.emb_dim}, "
+          f"hidden {c.hidden}, z {c.z_dim}, batch {args.batch_size}, {tokens / args.batch_size:.1f} real tokens "
+          f"per sentence ({100 * (1 - tokens / padded):.1f}% padding); {len(batches)} batches x {args.rounds} rounds")
+    print(f"matrix product ({2048}^3, float32): {peak_flops / 1e9:.0f} GFLOP/s; step: {flops / 1e9:.2f} GFLOP")
+    print(f"{'step':<26} {'ms/step':>8} {'tokens/s':>9} {'vs plain':>9} {'of peak':>8}")
+    for name, m in ms.items():
+        print(f"{name:<26} {m:>8.1f} {tokens / m * 1000:>9.0f} {m / ms['plain PyTorch']:>8.3f}x "
+              f"{100 * flops / (m / 1000) / peak_flops:>7.1f}%")
+    print(f"ours is {ms['naive Pyro (Categorical)'] / ms['ours (Pyro SVI)']:.2f}x faster than the naive Pyro step")
+    if device.type == "cuda":
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
+    else:
+        print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+    svae.eval()
+    with torch.inference_mode():
+        b = batches[0]
+        sync(device)
+        t = time.perf_counter()
+        iw_log_likelihood(svae, b, samples=args.iw_samples, chunk=50)
+        sync(device)
+        print(f"IW-NLL, K={args.iw_samples}: {b.size / (time.perf_counter() - t):.1f} sentences/s")
+        z = torch.randn(64, c.z_dim, device=device)
+        t = time.perf_counter()
+        Beam(args.beam)(svae.decoder, z, 30, 64)
+        sync(device)
+        print(f"beam search, width {args.beam}, max 30 tokens: {64 / (time.perf_counter() - t):.1f} sentences/s")
+
+
+if __name__ == "__main__":
+    main()
