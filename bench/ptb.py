@@ -22,7 +22,8 @@ from pyro_svae import TrainConfig, load, train  # noqa: E402
 from pyro_svae.devices import resolve_device  # noqa: E402
 
 # Shared decoder: Bowman et al.'s sizes. The VAE adds an encoder, a 32-d latent and free bits.
-COMMON = dict(emb_dim=353, hidden=191, batch_size=32, lr=2e-3, eval_every=1000, max_len=100, word_keep=1.0)
+COMMON = dict(emb_dim=353, hidden=191, batch_size=32, lr=2e-3, lr_decay=0.5, dropout=0.2, eval_every=1000,
+              max_len=100, word_keep=1.0)
 MODELS = {
     "lm": dict(model="lm", kl_schedule="constant"),
     "vae": dict(model="vae", z_dim=32, free_bits=0.25, kl_schedule="linear:0,4000"),
@@ -51,7 +52,7 @@ def main():
     parser.add_argument("--out", default="runs/bench-ptb", help="folder for the two runs and the results")
     parser.add_argument("--minutes", type=float, default=0, help="training budget per model (0: --epochs)")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs per model when no --minutes")
-    parser.add_argument("--patience", type=int, default=5, help="early stopping, in evaluations")
+    parser.add_argument("--patience", type=int, default=4, help="early stopping, in evaluations")
     parser.add_argument("--iw-samples", type=int, default=500, help="K for the test IW-NLL")
     parser.add_argument("--models", default="lm,vae", help="which rows to run")
     parser.add_argument("--device", default="auto")
