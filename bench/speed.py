@@ -97,6 +97,18 @@ class PlainStep:
         return loss.item()
 
 
+def profile_step(run, batches, device, rows=14):
+    """torch.profiler over a few steps: the operations by their own time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for b in batches[:3]:
+            run(b)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=40))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data/ptb")
@@ -112,6 +124,7 @@ def main():
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the default)")
+    parser.add_argument("--profile", action="store_true", help="also print the operations that take one step's time")
     args = parser.parse_args()
     device = resolve_device(args.device)
     if args.threads:
@@ -167,6 +180,9 @@ def main():
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
     else:
         print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+    if args.profile:
+        profile_step(variants["ours (Pyro SVI)"], batches, device)
 
     svae.eval()
     with torch.inference_mode():

@@ -84,25 +84,45 @@ CHOICES = {"tokenizer": ("word", "spm"), "too_long": ("drop", "truncate"), "mode
 
 
 class GlobalClipAdam(PyroOptim):
-    """Adam (through Pyro's optimizer wrapper) with the gradients of each step clipped by their
-    global norm over all parameters."""
+    """Adam with the gradients of each step clipped by their global norm. Unlike PyroOptim's
+    one optimizer per parameter, it is one torch Adam over every parameter the ELBO touches
+    (fixed in name order at the first step), so a step is one fused update. SVI takes it as any
+    PyroOptim."""
 
     def __init__(self, lr, clip_norm):
         super().__init__(torch.optim.Adam, {"lr": lr})
-        self.clip_norm = clip_norm
-
-    def set_lr(self, lr):
-        """The learning rate of every parameter's optimizer, and of those created later."""
-        self.pt_optim_args["lr"] = lr
-        for optimizer in self.optim_objs.values():
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+        self.lr, self.clip_norm = lr, clip_norm
+        self.adam, self.params, self.pending = None, None, None
 
     def __call__(self, params, *args, **kwargs):
-        params = sorted(params, key=pyro.get_param_store().param_name)  # a fixed order: exact resumes
+        if self.adam is None:
+            self.params = sorted(params, key=pyro.get_param_store().param_name)
+            self.adam = torch.optim.Adam(self.params, lr=self.lr)
+            if self.pending is not None:
+                self.adam.load_state_dict(self.pending)
         if self.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, self.clip_norm)
-        super().__call__(params, *args, **kwargs)
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+        self.adam.step()
+
+    def get_state(self):
+        return self.adam.state_dict() if self.adam is not None else self.pending
+
+    def set_state(self, state):
+        self.pending = state
+
+    def set_lr(self, lr):
+        self.lr = lr
+        for group in (self.adam.param_groups if self.adam is not None else []):
+            group["lr"] = lr
+        if self.pending is not None:
+            for group in self.pending["param_groups"]:
+                group["lr"] = lr
+
+    def reset(self, params):
+        """Forget the Adam moments of ``params`` (their values were re-initialized)."""
+        for p in params:
+            if self.adam is not None:
+                self.adam.state.pop(p, None)
 
 
 def check_config(c):
@@ -238,8 +258,7 @@ class Trainer:
         for module in self.svae.decoder.modules():
             if module is not self.svae.decoder and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
-        for param in self.svae.decoder.parameters():
-            self.optim.optim_objs.pop(param, None)  # and its Adam state
+        self.optim.reset(self.svae.decoder.parameters())  # and its Adam state
         self.log(f"step {self.pos['step']}: autoencoder pretraining done; decoder re-initialized")
 
     def stop_reason(self, started):
