@@ -386,6 +386,54 @@ def compare_guides(guides, budget, out_dir, iw_samples, split, quiet, **options)
                                                  " (no plot: pip install matplotlib)"))
 
 
+@cli.command()
+@click.argument("run", type=click.Path())
+@click.option("--split", type=click.Choice(["train", "valid", "test"]), default="test", show_default=True)
+@click.option("--drop-fraction", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.2, show_default=True,
+              help="Remove this fraction of each sentence's last words (at least one).")
+@click.option("--beam", type=click.IntRange(min=1), default=15, show_default=True, help="Beam width.")
+@click.option("--icm-iters", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Iterated conditional modes: alternations of z and the missing words.")
+@click.option("--baseline", type=click.Path(), help="A language-model run (train --model lm) to compare with.")
+@click.option("--limit", type=click.IntRange(min=0), default=0, help="Only the first N sentences.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="TSV path [default: RUN/impute-SPLIT.tsv].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the adversarial results as JSON.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def impute(run, split, drop_fraction, beam, icm_iters, baseline, limit, batch_size, out_file, seed, as_json,
+           device, checkpoint, quiet):
+    """Complete sentence endings (VAE by ICM, LM by beam search) and score them adversarially.
+
+    Example: python cli.py impute runs/ptb --split test --baseline runs/ptb-lm --limit 500
+    """
+    vae = _explorer(run, device, checkpoint, seed)
+    lm = _explorer(baseline, device, checkpoint, seed) if baseline else None
+    if lm is not None and lm.z_dim > 0:
+        raise SVAEError(f"{baseline}: the baseline must be a language model (train --model lm)")
+    rows, report = vae.impute(split, lm, drop_fraction, beam, icm_iters, limit, batch_size, seed, not quiet)
+    out_file = out_file or os.path.join(run, f"impute-{split}.tsv")
+    columns = ["prefix", "truth", "vae", "lm"]
+    with open(out_file, "w", encoding="utf-8") as f:
+        f.write("\t".join(columns) + "\n")
+        for row in rows:
+            f.write("\t".join(row[c] or "" for c in columns) + "\n")
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+        return
+    for row in rows[:5]:
+        click.echo(f"{row['prefix']} ___\n  truth: {row['truth']}"
+                   + (f"\n  vae:   {row['vae']}" if row["vae"] is not None else "")
+                   + (f"\n  lm:    {row['lm']}" if row["lm"] is not None else ""))
+    click.echo(f"{len(rows)} sentences; all completions in {out_file}")
+    for model, classifiers in report.items():
+        parts = [f"{name} accuracy {r['accuracy']:.1%} (adversarial error {100 * r['error']:.1f} points)"
+                 for name, r in classifiers.items()]
+        click.echo(f"{model.upper()}: " + "; ".join(parts))
+
+
 def _log(message):
     click.echo(message, err=True)
 

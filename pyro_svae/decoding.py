@@ -67,13 +67,21 @@ class Beam:
         return beam_search(decoder, z, max_len, batch_size, self.width, self.length_penalty)[0]
 
 
-def beam_search(decoder, z, max_len, batch_size, width, length_penalty=1.0):
-    """-> best tokens [B, L] and their total log-probabilities [B]."""
+def beam_search(decoder, z, max_len, batch_size, width, length_penalty=1.0, start=None, allow_eos=True):
+    """-> best tokens [B, L] and their total log-probabilities [B].
+
+    start: optional (state, tokens [B]) to continue from, e.g. after a forced prefix (see
+    ``prefix_start``); allow_eos=False makes every sentence exactly ``max_len`` tokens long."""
     B, W = batch_size, width
     device = decoder.out.weight.device
     zz = z.repeat_interleave(W, dim=0) if z is not None else None
-    state = decoder.initial_state(zz) if zz is not None else None
-    tokens = torch.full((B * W,), BOS, dtype=torch.long, device=device)
+    if start is None:
+        state = decoder.initial_state(zz) if zz is not None else None
+        tokens = torch.full((B * W,), BOS, dtype=torch.long, device=device)
+    else:
+        state, first = start
+        state = tuple(s.repeat_interleave(W, dim=1) for s in state) if state is not None else None
+        tokens = first.repeat_interleave(W, dim=0)
     scores = torch.full((B, W), -float("inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: keep one
     finished = torch.zeros(B, W, dtype=torch.bool, device=device)
@@ -81,7 +89,10 @@ def beam_search(decoder, z, max_len, batch_size, width, length_penalty=1.0):
     history = torch.zeros(B, W, 0, dtype=torch.long, device=device)
     for t in range(max_len):
         logits, state = decoder.step(tokens, zz, state)
-        logp = F.log_softmax(_forbid_specials(logits.float()), dim=-1).view(B, W, -1)
+        logits = _forbid_specials(logits.float())
+        if not allow_eos:
+            logits[..., EOS] = -float("inf")
+        logp = F.log_softmax(logits, dim=-1).view(B, W, -1)
         V = logp.shape[-1]
         pad_only = torch.full_like(logp[0, 0], -float("inf"))
         pad_only[PAD] = 0.0  # a finished beam continues with <pad> at no cost
@@ -103,3 +114,15 @@ def beam_search(decoder, z, max_len, batch_size, width, length_penalty=1.0):
     best = ranked.argmax(dim=1)
     pick = torch.arange(B, device=device)
     return history[pick, best], scores[pick, best]
+
+
+def prefix_start(decoder, z, prefixes):
+    """Force the decoder through equal-length prefixes [B, P] (words only): -> (state, next input
+    tokens [B]) from which a search continues the sentences."""
+    B = prefixes.shape[0]
+    state = decoder.initial_state(z) if z is not None else None
+    bos = torch.full((B, 1), BOS, dtype=torch.long, device=prefixes.device)
+    inputs = torch.cat([bos, prefixes], dim=1)
+    if inputs.shape[1] > 1:
+        _, state = decoder(inputs[:, :-1], z, state)
+    return state, inputs[:, -1]

@@ -130,6 +130,33 @@ class TrainedVAE:
         batch = make_batch([data.sentence(i) for i in range(min(batch_size, len(data)))]).to(self.svae.device)
         return guide_gradient_variance(self.svae, batch, estimators, samples)
 
+    def impute(self, split="test", baseline=None, fraction=0.2, beam=15, iterations=3, limit=0,
+               batch_size=64, seed=0, progress=True):
+        """Bowman's imputation experiment on ``split``: complete the last ``fraction`` of each
+        sentence with this VAE (ICM) and/or the language model ``baseline`` (a TrainedVAE with
+        no latent), then score both with adversarial classifiers.
+        -> (rows of {"prefix", "truth", "vae", "lm"} as text, {"vae"|"lm": classifier report})."""
+        from .adversarial import adversarial_errors
+        from .imputation import impute
+        from .tokenizers import vocab_hash
+
+        if baseline is not None and vocab_hash(baseline.tokenizer) != vocab_hash(self.tokenizer):
+            raise SVAEError("the baseline was trained with another vocabulary than this run")
+        data = self.split(split, limit=limit) if isinstance(split, str) else split
+        sentences = [data.sentence(i) for i in range(len(data))]
+        torch.manual_seed(seed)
+        vae = self.svae if self.z_dim > 0 else None
+        lm = baseline.svae if baseline is not None else (self.svae if self.z_dim == 0 else None)
+        results = impute(sentences, vae, lm, fraction, beam, iterations, batch_size, progress)
+        report = {}
+        for model in ("vae", "lm"):
+            if results and results[0][model] is not None:
+                fake = [r["prefix"] + r[model] for r in results]
+                report[model] = adversarial_errors(sentences, fake, len(self.tokenizer), seed)
+        text = lambda ids: self.tokenizer.decode(ids) if ids is not None else None  # noqa: E731
+        rows = [{k: text(v) for k, v in r.items()} for r in results]
+        return rows, report
+
     def sample(self, n, **decoding):
         """n draws from the model: z ~ p(z), then x decoded from z. -> (z [n, Z] or None, texts)."""
         tokens = self.decode_tokens(None, n=n, **decoding)
