@@ -95,7 +95,8 @@ def decoding_options(f):
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="pyro-svae")
 def cli():
-    """Sentence VAEs in Pyro (Bowman et al. 2015): train, sample, interpolate, evaluate."""
+    """Sentence VAEs in Pyro (Bowman et al. 2015): train, decode and interpolate, evaluate, impute,
+    and compare variational families."""
 
 
 @cli.command()
@@ -329,7 +330,8 @@ def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, per_s
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
-def grad_variance(run, estimators, samples, split, batch_size, seed, as_json, device, checkpoint):
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def grad_variance(run, estimators, samples, split, batch_size, seed, as_json, device, checkpoint, quiet):
     """Variance of the ELBO gradient w.r.t. the guide's parameters, per estimator.
 
     Example: python cli.py grad-variance runs/ptb --estimators reparam,reinforce --samples 200
@@ -341,7 +343,7 @@ def grad_variance(run, estimators, samples, split, batch_size, seed, as_json, de
     if unknown or not names:
         raise SVAEError(f"unknown estimator {', '.join(unknown) or '(none)'}; use {', '.join(ESTIMATORS)}")
     vae = _explorer(run, device, checkpoint, seed)
-    report = vae.grad_variance(split, names, samples, batch_size)
+    report = vae.grad_variance(split, names, samples, batch_size, progress=not quiet)
     if as_json:
         click.echo(json.dumps(report, indent=1))
         return

@@ -38,7 +38,7 @@ def score_function_guide(guide, baseline=False):
     return _NoReparam()(poutine.infer_config(guide, config_fn=config))
 
 
-def gradient_samples(model, guide, params, estimator="reparam", samples=200, *args, **kwargs):
+def gradient_samples(model, guide, params, estimator="reparam", samples=200, *args, progress=False, **kwargs):
     """``samples`` one-draw estimates of the gradient of -ELBO w.r.t. ``params``
     ({group: [tensors]}): -> {group: [samples, P]}."""
     if estimator not in ESTIMATORS:
@@ -47,8 +47,10 @@ def gradient_samples(model, guide, params, estimator="reparam", samples=200, *ar
         loss = Trace_ELBO()
     else:
         loss, guide = TraceGraph_ELBO(), score_function_guide(guide, baseline=estimator.endswith("baseline"))
+    from tqdm.auto import tqdm
+
     out = {group: [] for group in params}
-    for _ in range(samples):
+    for _ in tqdm(range(samples), desc=estimator, disable=not progress):
         for tensors in params.values():
             for p in tensors:
                 p.grad = None
@@ -67,12 +69,12 @@ def summarize(grads):
             "mean_stderr": float((variance.sum() / grads.shape[0]).sqrt())}
 
 
-def guide_gradient_variance(svae, batch, estimators=ESTIMATORS, samples=200):
+def guide_gradient_variance(svae, batch, estimators=ESTIMATORS, samples=200, progress=False):
     """Per parameter group of the guide (encoder, posterior head): {estimator: summary}."""
     svae.train(False)
     groups = {"encoder": list(svae.encoder.parameters()), "posterior": list(svae.posterior.parameters())}
     report = {}
     for estimator in estimators:
-        grads = gradient_samples(svae.model, svae.guide, groups, estimator, samples, batch)
+        grads = gradient_samples(svae.model, svae.guide, groups, estimator, samples, batch, progress=progress)
         report[estimator] = {group: summarize(g) for group, g in grads.items()}
     return report

@@ -120,7 +120,7 @@ class TrainedVAE:
         return refine(self.svae, split, steps, **options)
 
     def grad_variance(self, split="valid", estimators=("reparam", "reinforce", "reinforce+baseline"),
-                      samples=200, batch_size=16):
+                      samples=200, batch_size=16, progress=True):
         """Variance of the guide-parameter gradient under each estimator, on the first
         ``batch_size`` sentences of ``split``."""
         from .gradients import guide_gradient_variance
@@ -128,7 +128,7 @@ class TrainedVAE:
         self._need_latent()
         data = self.split(split) if isinstance(split, str) else split
         batch = make_batch([data.sentence(i) for i in range(min(batch_size, len(data)))]).to(self.svae.device)
-        return guide_gradient_variance(self.svae, batch, estimators, samples)
+        return guide_gradient_variance(self.svae, batch, estimators, samples, progress)
 
     def impute(self, split="test", baseline=None, fraction=0.2, beam=15, iterations=3, limit=0,
                batch_size=64, seed=0, progress=True):
