@@ -52,6 +52,7 @@ TRAIN_OPTIONS = [
     ("patience", "Stop after N validations without a better ELBO (0: never)."),
     ("seed", "Random seed (batches, initialization, sampling)."),
     ("device", "auto, cpu, cuda or cuda:N."),
+    ("amp", "bf16: mixed precision (autocast) for the training step, meant for CUDA; off: float32."),
 ]
 
 

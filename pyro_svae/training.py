@@ -75,12 +75,13 @@ class TrainConfig:
     patience: int = 0  # evaluations without a better validation ELBO before stopping; 0: never
     seed: int = 0
     device: str = "auto"
+    amp: str = "off"  # off | bf16 (autocast; meant for CUDA)
 
 
 # Options a resumed run may change; every other one is fixed by the run.
-RESUMABLE = {"max_epochs", "max_steps", "max_minutes", "eval_every", "patience", "device"}
+RESUMABLE = {"max_epochs", "max_steps", "max_minutes", "eval_every", "patience", "device", "amp"}
 CHOICES = {"tokenizer": ("word", "spm"), "too_long": ("drop", "truncate"), "model": ("vae", "lm"),
-           "elbo": ("trace", "meanfield"), "prior": ("standard", "hier")}
+           "elbo": ("trace", "meanfield"), "prior": ("standard", "hier"), "amp": ("off", "bf16")}
 
 
 class GlobalClipAdam(PyroOptim):
@@ -294,7 +295,8 @@ class Trainer:
                     if c.pretrain_steps and p["step"] == c.pretrain_steps:
                         self.reset_decoder()
                     beta = self.beta(p["step"])
-                    loss = self.svi.step(batch, size=size, beta=beta, word_keep=c.word_keep)
+                    with torch.autocast(self.device.type, torch.bfloat16, enabled=c.amp == "bf16"):
+                        loss = self.svi.step(batch, size=size, beta=beta, word_keep=c.word_keep)
                     losses.append(loss)
                     p["step"] += 1
                     p["batch"] += 1

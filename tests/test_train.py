@@ -103,3 +103,11 @@ def test_learning_rate_decays_on_a_plateau_and_resumes(corpus, tmp_path, monkeyp
     first = train(tiny_config(corpus, max_steps=4, **cfg), str(tmp_path / "b"), log=quiet, progress=False)
     rest = train(out_dir=str(tmp_path / "b"), resume=True, overrides={"max_steps": 8}, log=quiet, progress=False)
     assert first["losses"] + rest["losses"] == whole["losses"]
+
+
+def test_bf16_autocast_trains_close_to_float32(corpus, tmp_path):
+    fp32 = train(tiny_config(corpus, max_steps=3), str(tmp_path / "a"), log=quiet, progress=False)
+    bf16 = train(tiny_config(corpus, max_steps=3, amp="bf16"), str(tmp_path / "b"), log=quiet, progress=False)
+    assert all(torch.isfinite(torch.tensor(bf16["losses"])))
+    assert bf16["losses"][0] == pytest.approx(fp32["losses"][0], rel=0.03)  # same draws, bf16 rounding
+    assert bf16["losses"][0] != fp32["losses"][0]  # and it did run in lower precision
