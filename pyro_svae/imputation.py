@@ -13,6 +13,7 @@ from pyro import poutine
 
 from .corpus import make_batch
 from .decoding import beam_search, prefix_start
+from .networks import frozen
 
 
 def split_ending(ids, fraction=0.2):
@@ -98,15 +99,12 @@ def impute(sentences, vae=None, lm=None, fraction=0.2, beam=15, iterations=3, ba
     from tqdm.auto import tqdm
 
     results = [None] * len(sentences)
-    models = [m for m in (vae, lm) if m is not None]
-    frozen = [p for m in models for p in m.parameters() if p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(False)
-    for m in models:
-        m.eval()
-    try:
-        work = [(shape, idx[i : i + batch_size]) for shape, idx in groups(sentences, fraction).items()
-                for i in range(0, len(idx), batch_size)]
+    for m in (vae, lm):
+        if m is not None:
+            m.eval()
+    work = [(shape, idx[i : i + batch_size]) for shape, idx in groups(sentences, fraction).items()
+            for i in range(0, len(idx), batch_size)]
+    with frozen(vae, lm):
         for (p_len, m_len), idx in tqdm(work, desc="impute", unit="batch", disable=not progress):
             prefixes = torch.tensor([sentences[i][:p_len] for i in idx], dtype=torch.long).view(len(idx), p_len)
             out = {}
@@ -119,7 +117,4 @@ def impute(sentences, vae=None, lm=None, fraction=0.2, beam=15, iterations=3, ba
                 results[i] = {"prefix": sentences[i][:p_len], "truth": sentences[i][p_len:],
                               "vae": out["vae"][row] if "vae" in out else None,
                               "lm": out["lm"][row] if "lm" in out else None}
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
     return results

@@ -1,5 +1,7 @@
 """The neural networks: an LSTM encoder of sentences and an LSTM decoder conditioned on z."""
 
+import contextlib
+
 import torch
 import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -83,3 +85,17 @@ def word_dropout(inputs, keep):
     words = (inputs != PAD) & (inputs != BOS)
     dropped = torch.rand(inputs.shape, device=inputs.device) >= keep
     return inputs.masked_fill(words & dropped, UNK)
+
+
+@contextlib.contextmanager
+def frozen(*modules):
+    """Within: the modules' parameters need no gradients (the model is fixed while something
+    else, such as z or per-sentence variational parameters, is optimized)."""
+    params = [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)

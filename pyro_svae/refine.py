@@ -9,6 +9,7 @@ from pyro.infer import Trace_ELBO
 
 from .corpus import gather, sorted_batches
 from .devices import forked_rng
+from .networks import frozen
 
 
 def batch_elbo(svae, batch, h, particles):
@@ -50,20 +51,13 @@ def refine(svae, split, steps, batch_size=64, lr=0.05, particles=16, seed=0, pro
     from tqdm.auto import tqdm
 
     svae.eval()
-    frozen = [p for p in svae.parameters() if p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(False)
     totals = [0.0, 0.0]
-    try:
-        with forked_rng(svae.device):
-            torch.manual_seed(seed)
-            for positions in tqdm(sorted_batches(split, batch_size), desc="refine", disable=not progress):
-                before, after = refine_batch(svae, gather(split, positions).to(svae.device), steps, lr, particles)
-                totals[0] += float(before.sum())
-                totals[1] += float(after.sum())
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
+    with frozen(svae), forked_rng(svae.device):
+        torch.manual_seed(seed)
+        for positions in tqdm(sorted_batches(split, batch_size), desc="refine", disable=not progress):
+            before, after = refine_batch(svae, gather(split, positions).to(svae.device), steps, lr, particles)
+            totals[0] += float(before.sum())
+            totals[1] += float(after.sum())
     n = len(split)
     return {"steps": steps, "elbo_before": totals[0] / n, "elbo_after": totals[1] / n,
             "gain": (totals[1] - totals[0]) / n}

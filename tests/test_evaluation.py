@@ -110,3 +110,15 @@ def test_language_model_nll_is_exact(corpus, tmp_path):
     assert totals["nll"] * totals["sentences"] == pytest.approx(float(nll), rel=1e-5)
     assert totals["ppl_iw"] == pytest.approx(math.exp(float(nll) / totals["tokens"]), rel=1e-5)
     assert totals["kl"] == 0 and "mutual_information" not in totals
+
+
+def test_refinement_raises_the_elbo_and_leaves_the_model_alone(trained_run):
+    from pyro_svae.refine import refine
+
+    vae = load(trained_run, device="cpu")
+    before = {k: v.clone() for k, v in vae.svae.state_dict().items()}
+    result = refine(vae.svae, vae.split("valid"), steps=10, progress=False)
+    assert result["elbo_after"] > result["elbo_before"] + 0.1  # an amortization gap exists
+    assert result["gain"] == pytest.approx(result["elbo_after"] - result["elbo_before"])
+    assert all(torch.equal(before[k], v) for k, v in vae.svae.state_dict().items())
+    assert all(p.requires_grad for p in vae.svae.parameters())
