@@ -32,7 +32,7 @@ def compare_guides(config, guides, out_dir, samples=100, split="test", log=print
                      "active_units": t["active_units"], "steps": int(metrics[-1]["step"]),
                      "minutes": float(metrics[-1]["minutes"])})
     write_table(rows, os.path.join(out_dir, "results.md"), split, samples)
-    plotted = write_plot(rows, curves, os.path.join(out_dir, "results.png"))
+    plotted = write_plot(rows, curves, os.path.join(out_dir, "results.png"), split)
     return rows, plotted
 
 
@@ -52,7 +52,7 @@ def write_table(rows, path, split, samples):
         f.write("\n".join(lines) + "\n")
 
 
-def write_plot(rows, curves, path):
+def write_plot(rows, curves, path, split="test"):
     """Validation ELBO against steps per guide, and -ELBO against IW-NLL. False if no matplotlib."""
     try:
         import matplotlib
@@ -73,7 +73,7 @@ def write_plot(rows, curves, path):
     lo = min([r["nll"] for r in scored] or [0])
     hi = max([-r["elbo"] for r in scored] or [1])
     right.plot([lo, hi], [lo, hi], color="grey", linewidth=0.8, linestyle="--", label="-ELBO = NLL")
-    right.set(xlabel="IW-NLL", ylabel="-ELBO", title="bound vs. estimate (test)")
+    right.set(xlabel="IW-NLL", ylabel="-ELBO", title=f"bound vs. estimate ({split})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
