@@ -31,10 +31,7 @@ def complete(decoder, z, prefixes, m, beam):
 def joint_log_prob(svae, batch, z):
     """log p(x, z) per sentence [B] (the model conditioned on z, x observed)."""
     trace = poutine.trace(poutine.condition(svae.model, data=svae.prior.split(z))).get_trace(batch)
-    total = trace.nodes["x"]["fn"].log_prob(batch.targets)
-    for site in svae.latent_sites:
-        total = total + trace.nodes[site]["fn"].log_prob(trace.nodes[site]["value"])
-    return total
+    return trace.nodes["x"]["fn"].log_prob(batch.targets) + svae.latent_log_prob(trace)
 
 
 def _sentences(prefixes, endings):

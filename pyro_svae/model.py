@@ -143,6 +143,14 @@ class SentenceVAE(nn.Module):
     def latent_sites(self):
         return self.prior.sites if self.z_dim > 0 else ()
 
+    def latent_log_prob(self, trace):
+        """The sum over the latent sites of a model (log p) or guide (log q) trace: [N]."""
+        return sum(trace.nodes[s]["fn"].log_prob(trace.nodes[s]["value"]) for s in self.latent_sites)
+
+    def latent_value(self, trace):
+        """z [N, Z]: the values of a trace's latent sites, concatenated."""
+        return torch.cat([trace.nodes[s]["value"] for s in self.latent_sites], dim=-1)
+
     def q(self, batch):
         """The variational distribution of a single-site guide: batch shape [B], event shape [Z]."""
         if not isinstance(self.posterior, SingleSite):
@@ -153,9 +161,7 @@ class SentenceVAE(nn.Module):
         """k draws z ~ q(z|x) per sentence through the guide: -> z [B, k, Z], log q [B, k]."""
         repeated = batch.repeat(k)
         trace = poutine.trace(self.guide).get_trace(repeated)
-        z = torch.cat([trace.nodes[s]["value"] for s in self.latent_sites], dim=-1)
-        log_q = sum(trace.nodes[s]["fn"].log_prob(trace.nodes[s]["value"]) for s in self.latent_sites)
-        return z.view(batch.size, k, -1), log_q.view(batch.size, k)
+        return self.latent_value(trace).view(batch.size, k, -1), self.latent_log_prob(trace).view(batch.size, k)
 
     def posterior_mean(self, batch, samples=64):
         """E_q[z] per sentence [B, Z]: exact where the family has a mean, else over ``samples`` draws."""

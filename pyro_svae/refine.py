@@ -18,10 +18,8 @@ def batch_elbo(svae, batch, h, particles):
     for _ in range(particles):
         guide_tr = poutine.trace(svae.guide_given).get_trace(h)
         model_tr = poutine.trace(poutine.replay(svae.model, trace=guide_tr)).get_trace(batch)
-        total = total + model_tr.nodes["x"]["fn"].log_prob(batch.targets)
-        for s in svae.latent_sites:
-            total = total + model_tr.nodes[s]["fn"].log_prob(model_tr.nodes[s]["value"]) \
-                - guide_tr.nodes[s]["fn"].log_prob(guide_tr.nodes[s]["value"])
+        total = total + model_tr.nodes["x"]["fn"].log_prob(batch.targets) \
+            + svae.latent_log_prob(model_tr) - svae.latent_log_prob(guide_tr)
     return total / particles
 
 

@@ -83,8 +83,7 @@ class TrainedVAE:
         model = self.svae.model if z is None else poutine.condition(self.svae.model, data=self.svae.prior.split(z))
         n = n if z is None else z.shape[0]
         trace = poutine.trace(model).get_trace(n=n, strategy=strategy, max_len=max_len or self.max_len)
-        sites = self.svae.latent_sites
-        self._last_z = torch.cat([trace.nodes[s]["value"] for s in sites], dim=-1) if sites else None
+        self._last_z = self.svae.latent_value(trace) if self.z_dim > 0 else None
         return trace.nodes["x"]["value"]
 
     def split(self, name="test", input_file=None, limit=0):
