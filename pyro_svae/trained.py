@@ -78,18 +78,24 @@ class TrainedVAE:
     @torch.inference_mode()
     def decode_tokens(self, z, strategy="greedy", max_len=None, n=None, **search):
         """z [N, Z] (or None with n for prior draws) -> tokens [N, L] (w1..wn </s> <pad>..)."""
+        return self._run_model(z, strategy, max_len, n, **search)[1]
+
+    @torch.inference_mode()
+    def _run_model(self, z, strategy="greedy", max_len=None, n=None, **search):
+        """The model, conditioned on z or drawing it from the prior -> (z or None, tokens)."""
         if not isinstance(strategy, (Greedy, Sampling, Beam)):
             strategy = make_strategy(strategy, **search)
         model = self.svae.model if z is None else poutine.condition(self.svae.model, data=self.svae.prior.split(z))
         n = n if z is None else z.shape[0]
         trace = poutine.trace(model).get_trace(n=n, strategy=strategy, max_len=max_len or self.max_len)
-        self._last_z = self.svae.latent_value(trace) if self.z_dim > 0 else None
-        return trace.nodes["x"]["value"]
+        return self.svae.latent_value(trace) if self.z_dim > 0 else None, trace.nodes["x"]["value"]
 
     def split(self, name="test", input_file=None, limit=0):
         """An evaluation split: one of the run's (train/valid/test), or a text file encoded with
-        the run's tokenizer; ``limit`` keeps the first sentences only."""
-        if input_file:
+        the run's tokenizer; ``limit`` keeps the first sentences only. An EncodedSplit passes through."""
+        if isinstance(name, EncodedSplit):
+            split = name
+        elif input_file:
             sentences, _ = read_sentences(input_file)
             split, _ = encode_sentences(sentences, self.tokenizer)
         else:
@@ -98,25 +104,21 @@ class TrainedVAE:
                 raise SVAEError(f"{self.run_dir}: the run has no {name} split")
             split = splits[name]
         if len(split) == 0:
-            raise SVAEError(f"{input_file}: no sentence to evaluate")
+            raise SVAEError(f"{input_file or 'the split'}: no sentence to evaluate")
         if limit:
             split = EncodedSplit.from_lists([split.sentence(i) for i in range(min(limit, len(split)))])
         return split
 
     def evaluate(self, split="test", samples=500, **options):
         """IW-NLL, ELBO, KL, perplexities, mutual information and active units (evaluation.evaluate)."""
-        if isinstance(split, str):
-            split = self.split(split)
-        return evaluate(self.svae, split, samples, **options)
+        return evaluate(self.svae, self.split(split), samples, **options)
 
     def refine(self, split="test", steps=20, **options):
         """The amortization gap: mean ELBO before and after ``steps`` per-sentence SVI steps."""
         from .refine import refine
 
         self._need_latent()
-        if isinstance(split, str):
-            split = self.split(split)
-        return refine(self.svae, split, steps, **options)
+        return refine(self.svae, self.split(split), steps, **options)
 
     def grad_variance(self, split="valid", estimators=("reparam", "reinforce", "reinforce+baseline"),
                       samples=200, batch_size=16, progress=True):
@@ -125,7 +127,7 @@ class TrainedVAE:
         from .gradients import guide_gradient_variance
 
         self._need_latent()
-        data = self.split(split) if isinstance(split, str) else split
+        data = self.split(split)
         batch = make_batch([data.sentence(i) for i in range(min(batch_size, len(data)))]).to(self.svae.device)
         return guide_gradient_variance(self.svae, batch, estimators, samples, progress)
 
@@ -141,7 +143,7 @@ class TrainedVAE:
 
         if baseline is not None and vocab_hash(baseline.tokenizer) != vocab_hash(self.tokenizer):
             raise SVAEError("the baseline was trained with another vocabulary than this run")
-        data = self.split(split, limit=limit) if isinstance(split, str) else split
+        data = self.split(split, limit=limit)
         sentences = [data.sentence(i) for i in range(len(data))]
         torch.manual_seed(seed)
         vae = self.svae if self.z_dim > 0 else None
@@ -158,8 +160,8 @@ class TrainedVAE:
 
     def sample(self, n, **decoding):
         """n draws from the model: z ~ p(z), then x decoded from z. -> (z [n, Z] or None, texts)."""
-        tokens = self.decode_tokens(None, n=n, **decoding)
-        return self._last_z, [self.tokenizer.decode(row.tolist()) for row in tokens]
+        z, tokens = self._run_model(None, n=n, **decoding)
+        return z, [self.tokenizer.decode(row.tolist()) for row in tokens]
 
     @torch.inference_mode()
     def posterior_mean(self, sentences):
