@@ -1,16 +1,59 @@
 """p(x | z) as a Pyro distribution over padded token sequences.
 
 ``log_prob`` teacher-forces the decoder and scores all tokens with one fused
-log-softmax-and-gather (``F.cross_entropy``), never a normalized Categorical over
+log-softmax-and-gather (``token_nll``), never a normalized Categorical over
 [B, T, V]; ``sample`` decodes with a search strategy (greedy, sampling or beam), so decoding
 from a given z is the model itself conditioned on z."""
 
 import torch
-import torch.nn.functional as F
 from pyro.distributions import TorchDistribution, constraints
 
 from .decoding import Greedy
 from .tokenizers import BOS, EOS, PAD
+
+
+def _log_softmax(logits):
+    """Over the last dimension, in at least float32 (bf16 logits under autocast are upcast)."""
+    return torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+
+
+class TokenNLL(torch.autograd.Function):
+    """-log softmax(logits)[target] per row, 0 where target is <pad>: the value of
+    ``F.cross_entropy(..., ignore_index=PAD, reduction="none")`` with a leaner backward. Forward
+    keeps the log-softmax [N, V]; backward turns that buffer into the gradient in place,
+    (softmax - onehot) * grad, instead of materializing nll_loss's one-hot gradient and running
+    log_softmax's backward over it: one pass over [N, V] fewer and one buffer less. So it can be
+    differentiated once per forward (Pyro's ELBOs do exactly that)."""
+
+    @staticmethod
+    def forward(ctx, logits, targets):
+        log_p = _log_softmax(logits)
+        keep = (targets != PAD).to(log_p.dtype)
+        nll = -log_p.gather(1, targets.unsqueeze(1)).squeeze(1) * keep
+        ctx.save_for_backward(log_p, targets, keep)
+        ctx.dtype, ctx.used = logits.dtype, False
+        return nll
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        if ctx.used:
+            raise RuntimeError("TokenNLL's backward consumes its buffer: differentiate once per forward")
+        ctx.used = True
+        log_p, targets, keep = ctx.saved_tensors
+        w = (grad * keep).unsqueeze(1)
+        out = log_p.exp_().mul_(w).scatter_add_(1, targets.unsqueeze(1), -w)
+        return out.to(ctx.dtype), None
+
+
+def token_nll(logits, targets):
+    """logits [..., V], targets [...] -> -log p(target) [...], 0 at <pad>."""
+    V = logits.shape[-1]
+    if torch.is_grad_enabled() and logits.requires_grad:
+        return TokenNLL.apply(logits.reshape(-1, V), targets.reshape(-1)).view(targets.shape)
+    log_p = _log_softmax(logits.reshape(-1, V))
+    nll = -log_p.gather(1, targets.reshape(-1, 1)).squeeze(1)
+    return nll.masked_fill(targets.reshape(-1) == PAD, 0.0).view(targets.shape)
 
 
 def shift_right(targets):
@@ -45,9 +88,7 @@ class Sentences(TorchDistribution):
         """value: tokens [B, T] (w1..wn </s>, padded) -> log p(x | z) [B]."""
         inputs = self.inputs if self.inputs is not None else shift_right(value)
         logits, _ = self.decoder(inputs, self.z)
-        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), value.reshape(-1),
-                              ignore_index=PAD, reduction="none")
-        return -nll.view(value.shape).sum(-1)
+        return -token_nll(logits, value).sum(-1)
 
     def sample(self, sample_shape=torch.Size()):
         if sample_shape != torch.Size():

@@ -8,6 +8,7 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_svae.corpus import make_batch
+from pyro_svae.likelihood import token_nll
 from pyro_svae.model import ModelConfig, SentenceVAE
 from pyro_svae.networks import word_dropout
 from pyro_svae.tokenizers import BOS, PAD, UNK
@@ -150,3 +151,40 @@ def test_pretraining_resets_the_decoder_and_keeps_the_encoder(corpus, tmp_path):
     trainer.reset_decoder()
     assert all(torch.equal(encoder[k], v) for k, v in trainer.svae.encoder.state_dict().items())
     assert all(not torch.equal(decoder[k], v) for k, v in trainer.svae.decoder.state_dict().items())
+
+
+def test_token_nll_value_and_gradient_equal_cross_entropy():
+    torch.manual_seed(1)
+    logits = (3 * torch.randn(4, 6, 9, dtype=torch.float64)).requires_grad_()
+    targets = torch.randint(1, 9, (4, 6))
+    targets[0, 3:] = PAD
+    weights = torch.randn(4, 6, dtype=torch.float64)
+    ours = token_nll(logits, targets)
+    (grad,) = torch.autograd.grad((ours * weights).sum(), logits)
+    reference = F.cross_entropy(logits.reshape(-1, 9), targets.reshape(-1), ignore_index=PAD,
+                                reduction="none").view(4, 6)
+    (expected,) = torch.autograd.grad((reference * weights).sum(), logits)
+    assert torch.equal(ours[0, 3:], torch.zeros(3, dtype=torch.float64))
+    assert torch.allclose(ours, reference, atol=1e-12)
+    assert torch.allclose(grad, expected, atol=1e-12)
+    assert torch.equal(grad[0, 3:], torch.zeros(3, 9, dtype=torch.float64))  # padding gets no gradient
+    with torch.no_grad():
+        assert torch.allclose(token_nll(logits, targets), reference, atol=1e-12)
+
+
+def test_token_nll_refuses_a_second_backward():
+    logits = torch.randn(3, 5, requires_grad=True)
+    nll = token_nll(logits, torch.tensor([1, 2, 3])).sum()
+    nll.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate once"):
+        nll.backward()
+
+
+def test_token_nll_takes_bf16_logits_and_returns_float32_scores_and_bf16_gradients():
+    logits = torch.randn(3, 5).to(torch.bfloat16).requires_grad_()
+    targets = torch.tensor([1, 2, 3])
+    nll = token_nll(logits, targets)
+    assert nll.dtype == torch.float32
+    assert torch.allclose(nll, F.cross_entropy(logits.float(), targets, reduction="none"))
+    nll.sum().backward()
+    assert logits.grad.dtype == torch.bfloat16
