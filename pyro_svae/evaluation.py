@@ -69,7 +69,7 @@ def validate(svae, split, batch_size=64, seed=0):
     }
 
 
-def iw_log_likelihood(svae, batch, samples=500, chunk=50):
+def iw_log_likelihood(svae, batch, samples=500, chunk=50, amp="off"):
     """Importance-weighted estimate of log p(x) per sentence with K = ``samples`` draws from
     q(z|x), and the ELBO terms over the same draws: -> (log p(x) [B], rec [B], kl [B]).
 
@@ -78,9 +78,12 @@ def iw_log_likelihood(svae, batch, samples=500, chunk=50):
     ELBO = rec - kl <= log p(x) holds for every sentence (Jensen). The draws are folded into the
     batch ``chunk`` at a time (guide and model run on the repeated batch), so memory stays bounded
     and any guide or prior works. The LM's log-likelihood is exact; a point-estimate guide has
-    none (NaN)."""
+    none (NaN). amp="bf16": the decoder's matrix products in bfloat16 (log-softmax, encoder and
+    every latent density stay float32)."""
+    decoder_precision = lambda: torch.autocast(svae.device.type, torch.bfloat16, enabled=amp == "bf16")  # noqa: E731
     if svae.z_dim == 0:
-        rec, _ = elbo_terms(svae, batch)
+        with decoder_precision():
+            rec, _ = elbo_terms(svae, batch)
         return rec, rec, torch.zeros_like(rec)
     log_w, log_px_all = [], []
     for start in range(0, samples, chunk):
@@ -88,7 +91,8 @@ def iw_log_likelihood(svae, batch, samples=500, chunk=50):
         repeated = batch.repeat(k)  # sentence-major: row i * k + j is draw j of sentence i
         guide_tr = poutine.trace(svae.guide).get_trace(repeated)
         model_tr = poutine.trace(poutine.replay(svae.model, trace=guide_tr)).get_trace(repeated)
-        log_px = model_tr.nodes["x"]["fn"].log_prob(repeated.targets)
+        with decoder_precision():  # the likelihood runs the decoder lazily, here
+            log_px = model_tr.nodes["x"]["fn"].log_prob(repeated.targets)
         log_w.append((log_px + svae.latent_log_prob(model_tr) - svae.latent_log_prob(guide_tr)).view(batch.size, k))
         log_px_all.append(log_px.view(batch.size, k))
     log_w, log_px = torch.cat(log_w, dim=1), torch.cat(log_px_all, dim=1)
@@ -121,13 +125,14 @@ def mutual_information(dists, samples):
 
 
 @torch.inference_mode()
-def evaluate(svae, split, samples=500, batch_size=32, chunk=50, seed=0, progress=True, au_threshold=0.01):
+def evaluate(svae, split, samples=500, batch_size=32, chunk=50, seed=0, progress=True, au_threshold=0.01,
+             amp="off"):
     """Every metric of the literature on one split, beta = 1, no subsample scaling.
 
     -> {"totals": {...}, "sentences": [{"nll", "elbo", "rec", "kl", "tokens"} per sentence]}.
     Token counts include </s> and exclude <s>; perplexities are exp(total nats / tokens). The
     ELBO, rec and kl use the same K draws as the NLL; kl_analytic is the closed form where one
-    exists (else a one-draw estimate)."""
+    exists (else a one-draw estimate). amp="bf16": the decoder in bfloat16 (iw_log_likelihood)."""
     from tqdm.auto import tqdm
 
     svae.eval()
@@ -139,7 +144,7 @@ def evaluate(svae, split, samples=500, batch_size=32, chunk=50, seed=0, progress
         torch.manual_seed(seed)
         for positions in tqdm(batches, desc="evaluate", unit="batch", disable=not progress):
             batch = gather(split, positions).to(svae.device)
-            log_px, rec, kl = iw_log_likelihood(svae, batch, samples, chunk)
+            log_px, rec, kl = iw_log_likelihood(svae, batch, samples, chunk, amp)
             kl_exact = kl
             if svae.z_dim:
                 means.append(svae.posterior_mean(batch))
@@ -154,7 +159,7 @@ def evaluate(svae, split, samples=500, batch_size=32, chunk=50, seed=0, progress
     total = lambda key: sum(r[key] for r in rows)  # noqa: E731
     n = len(rows)
     totals = {
-        "sentences": n, "tokens": tokens, "iw_samples": samples if svae.z_dim else 0,
+        "sentences": n, "tokens": tokens, "iw_samples": samples if svae.z_dim else 0, "amp": amp,
         "nll": total("nll") / n, "elbo": total("elbo") / n, "rec": total("rec") / n, "kl": total("kl") / n,
         "kl_analytic": total("kl_analytic") / n,
         "ppl_iw": math.exp(total("nll") / tokens), "ppl_elbo": math.exp(-total("elbo") / tokens),
