@@ -48,6 +48,10 @@ class Decoder(nn.Module):
         self.proj = nn.Linear(hidden, emb_dim) if tie else None
         self.out = nn.Linear(emb_dim if tie else hidden, vocab_size)
         if tie:
+            # a shared matrix also scores words: N(0, 1) rows would make the first logits huge
+            nn.init.uniform_(self.embed.weight, -0.1, 0.1)
+            with torch.no_grad():
+                self.embed.weight[PAD].zero_()
             self.out.weight = self.embed.weight
 
     def initial_state(self, z, batch_size=None):

@@ -188,3 +188,18 @@ def test_token_nll_takes_bf16_logits_and_returns_float32_scores_and_bf16_gradien
     assert torch.allclose(nll, F.cross_entropy(logits.float(), targets, reduction="none"))
     nll.sum().backward()
     assert logits.grad.dtype == torch.bfloat16
+
+
+def test_tied_decoder_shares_one_small_matrix():
+    from pyro_svae.networks import Decoder
+
+    torch.manual_seed(0)
+    decoder = Decoder(vocab_size=50, emb_dim=8, hidden=6, z_dim=0, tie=True)
+    assert decoder.out.weight is decoder.embed.weight
+    weight = decoder.embed.weight.detach()
+    assert float(weight.abs().max()) <= 0.1 and torch.equal(weight[PAD], torch.zeros(8))
+    # initial scores are near uniform: the first loss is close to log V, not far above it
+    with torch.no_grad():
+        logits, _ = decoder(torch.randint(1, 50, (4, 7)), None)
+    nll = F.cross_entropy(logits.reshape(-1, 50), torch.randint(1, 50, (28,)))
+    assert abs(float(nll) - math.log(50)) < 0.1
