@@ -52,7 +52,8 @@ TRAIN_OPTIONS = [
     ("patience", "Stop after N validations without a better ELBO (0: never)."),
     ("seed", "Random seed (batches, initialization, sampling)."),
     ("device", "auto, cpu, cuda or cuda:N."),
-    ("amp", "bf16: mixed precision (autocast) for the training step, meant for CUDA; off: float32."),
+    ("amp", "bf16: mixed precision (autocast) for the training step: CUDA tensor cores, or AMX on recent "
+            "Xeons (1.7-2x faster at 650 units); off: float32."),
 ]
 
 

@@ -75,7 +75,7 @@ class TrainConfig:
     patience: int = 0  # evaluations without a better validation ELBO before stopping; 0: never
     seed: int = 0
     device: str = "auto"
-    amp: str = "off"  # off | bf16 (autocast; meant for CUDA)
+    amp: str = "off"  # off | bf16 (autocast: CUDA tensor cores, AMX on recent Xeon CPUs)
 
 
 # Options a resumed run may change; every other one is fixed by the run.
@@ -305,8 +305,14 @@ class Trainer:
                     if c.pretrain_steps and p["step"] == c.pretrain_steps:
                         self.reset_decoder()
                     beta = self.beta(p["step"])
-                    with torch.autocast(self.device.type, torch.bfloat16, enabled=c.amp == "bf16"):
+                    # Pyro's validation checks shapes and supports of model and guide (our code,
+                    # tested); off, a step does less Python work. A bad step still stops the run:
+                    with torch.autocast(self.device.type, torch.bfloat16, enabled=c.amp == "bf16"), \
+                            pyro.validation_enabled(False):
                         loss = self.svi.step(batch, size=size, beta=beta, word_keep=c.word_keep)
+                    if not math.isfinite(loss):
+                        raise SVAEError(f"the loss became {loss} at step {p['step'] + 1} (the run's last "
+                                        "checkpoint is intact); train again with a lower --lr or --clip-norm")
                     losses.append(loss)
                     p["step"] += 1
                     p["batch"] += 1

@@ -111,3 +111,24 @@ def test_bf16_autocast_trains_close_to_float32(corpus, tmp_path):
     assert all(torch.isfinite(torch.tensor(bf16["losses"])))
     assert bf16["losses"][0] == pytest.approx(fp32["losses"][0], rel=0.03)  # same draws, bf16 rounding
     assert bf16["losses"][0] != fp32["losses"][0]  # and it did run in lower precision
+
+
+def test_a_nonfinite_loss_stops_with_one_error_and_keeps_the_checkpoint(corpus, tmp_path, monkeypatch):
+    from pyro.infer import SVI
+    from pyro.infer.util import is_validation_enabled
+
+    from pyro_svae.errors import SVAEError
+
+    real_step, seen = SVI.step, []
+
+    def step(self, *args, **kwargs):
+        seen.append(is_validation_enabled())
+        loss = real_step(self, *args, **kwargs)
+        return float("nan") if len(seen) >= 13 else loss
+
+    monkeypatch.setattr(SVI, "step", step)
+    run = tmp_path / "run"
+    with pytest.raises(SVAEError, match=r"loss became nan at step 13 .*lower --lr"):
+        train(tiny_config(corpus, max_steps=20, eval_every=10), str(run), log=quiet, progress=False)
+    assert seen == [False] * 13  # steps run without Pyro's validation
+    assert load_checkpoint(str(run / "checkpoint.pt"))["position"]["step"] == 10
