@@ -30,6 +30,7 @@ from pyro_svae.corpus import batch_order, encode_sentences, gather, load_text_sp
 from pyro_svae.decoding import Beam  # noqa: E402
 from pyro_svae.devices import resolve_device  # noqa: E402
 from pyro_svae.evaluation import iw_log_likelihood  # noqa: E402
+from pyro_svae.likelihood import token_nll  # noqa: E402
 from pyro_svae.model import ModelConfig, SentenceVAE  # noqa: E402
 from pyro_svae.networks import word_dropout  # noqa: E402
 from pyro_svae.tokenizers import WordTokenizer  # noqa: E402
@@ -76,10 +77,12 @@ def naive_model(svae, batch, size, beta=1.0, word_keep=1.0):
 
 
 class PlainStep:
-    """A reparameterized ELBO step written by hand: the same modules, likelihood and KL estimate."""
+    """A reparameterized ELBO step written by hand: the same modules and KL estimate. The token
+    likelihood is ``F.cross_entropy`` (what a PyTorch user writes) or, with ``ours=True``, our
+    ``token_nll`` kernel, so that ours vs this step isolates what Pyro itself costs."""
 
-    def __init__(self, svae, lr, clip):
-        self.svae, self.clip = svae, clip
+    def __init__(self, svae, lr, clip, ours=False):
+        self.svae, self.clip, self.ours = svae, clip, ours
         self.optim = make_adam(list(svae.parameters()), lr)  # the same fused Adam as ours
 
     def __call__(self, batch, size, beta, word_keep):
@@ -88,14 +91,24 @@ class PlainStep:
         q = svae.posterior(svae.encoder(batch.targets, batch.lengths))
         z = q.rsample()
         logits, _ = svae.decoder(word_dropout(batch.inputs, word_keep), z)
-        rec = -F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.targets.reshape(-1),
-                               ignore_index=0, reduction="sum")
+        if self.ours:
+            rec = -token_nll(logits, batch.targets).sum()
+        else:
+            rec = -F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.targets.reshape(-1),
+                                   ignore_index=0, reduction="sum")
         log_p = dist.Normal(0.0, 1.0).log_prob(z).sum()
         loss = -(size / batch.size) * (rec + beta * (log_p - q.log_prob(z).sum()))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(svae.parameters(), self.clip)
         self.optim.step()
         return loss.item()
+
+
+def autocast(device, run):
+    def wrapped(b):
+        with torch.autocast(device.type, torch.bfloat16):
+            return run(b)
+    return wrapped
 
 
 def profile_step(run, batches, device, rows=14):
@@ -120,16 +133,21 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--length", type=int, default=22, help="only batches of sentences of about this length")
     parser.add_argument("--steps", type=int, default=10, help="steps per round and variant")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--iw-samples", type=int, default=500)
+    parser.add_argument("--iw-chunk", type=int, default=50, help="draws folded into the batch at a time")
+    parser.add_argument("--amp", default="off", choices=["off", "bf16"], help="bf16 autocast for every variant")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the default)")
     parser.add_argument("--profile", action="store_true", help="also print the operations that take one step's time")
+    parser.add_argument("--validation", action="store_true",
+                        help="keep Pyro's and torch's distribution validation on (train turns it off, as here by default)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    pyro.enable_validation(args.validation)  # for every variant alike, as Trainer does for its steps
     torch.manual_seed(0)
     pyro.set_rng_seed(0)
 
@@ -150,15 +168,21 @@ def main():
     naive = SVI(naive_fn, svae.guide, GlobalClipAdam(1e-3, 5.0), Trace_ELBO())
     stock = SVI(naive_fn, svae.guide, ClippedAdam({"lr": 1e-3, "clip_norm": 5.0}), Trace_ELBO())
     plain = PlainStep(svae, 1e-3, 5.0)
+    plain_ours = PlainStep(svae, 1e-3, 5.0, ours=True)
     variants = {"ours (Pyro SVI)": lambda b: ours.step(b, size=size, beta=beta, word_keep=keep),
+                "plain, our likelihood": lambda b: plain_ours(b, size, beta, keep),
                 "plain PyTorch": lambda b: plain(b, size, beta, keep),
                 "naive Pyro (Categorical)": lambda b: naive.step(b, size=size, beta=beta, word_keep=keep),
                 "naive + stock ClippedAdam": lambda b: stock.step(b, size=size, beta=beta, word_keep=keep)}
+    if args.amp == "bf16":  # the same autocast as training's --amp bf16, around every variant
+        variants = {name: autocast(device, run) for name, run in variants.items()}
     for run in variants.values():  # warm up
         run(batches[0])
     times = {name: [] for name in variants}
-    for _ in range(args.rounds):  # interleaved, so the machine's noise hits every variant alike
-        for name, run in variants.items():
+    names = list(variants)
+    for r in range(args.rounds):  # interleaved, so the machine's noise hits every variant alike,
+        for name in names[r % len(names):] + names[: r % len(names)]:  # each round from the next one
+            run = variants[name]
             sync(device)
             t = time.perf_counter()
             for b in batches:
@@ -173,11 +197,14 @@ def main():
     print(f"device {device}, torch threads {torch.get_num_threads()}; vocab {c.vocab_size}, emb {c.emb_dim}, "
           f"hidden {c.hidden}, z {c.z_dim}, batch {args.batch_size}, {tokens / args.batch_size:.1f} real tokens "
           f"per sentence ({100 * (1 - tokens / padded):.1f}% padding); {len(batches)} batches x {args.rounds} rounds")
-    print(f"matrix product ({2048}^3, float32): {peak_flops / 1e9:.0f} GFLOP/s; step: {flops / 1e9:.2f} GFLOP")
-    print(f"{'step':<26} {'ms/step':>8} {'tokens/s':>9} {'vs plain':>9} {'of peak':>8}")
+    print(f"autocast: {args.amp}; validation: {'on' if args.validation else 'off'}; matrix product ({2048}^3, "
+          f"float32): {peak_flops / 1e9:.0f} GFLOP/s; step: {flops / 1e9:.2f} GFLOP")
+    same = "plain, our likelihood"
+    print(f"{'step':<26} {'ms/step':>8} {'tokens/s':>9} {'vs plain':>9} {'vs same':>8} {'of peak':>8}")
     for name, m in ms.items():
         print(f"{name:<26} {m:>8.1f} {tokens / m * 1000:>9.0f} {m / ms['plain PyTorch']:>8.3f}x "
-              f"{100 * flops / (m / 1000) / peak_flops:>7.1f}%")
+              f"{m / ms[same]:>7.3f}x {100 * flops / (m / 1000) / peak_flops:>7.1f}%")
+    print(f"Pyro's cost: ours / plain with the same likelihood kernel = {ms['ours (Pyro SVI)'] / ms[same]:.3f}x")
     print(f"ours is {ms['naive Pyro (Categorical)'] / ms['ours (Pyro SVI)']:.2f}x faster than the naive Pyro step "
           f"(the Categorical likelihood alone), {ms['naive + stock ClippedAdam'] / ms['ours (Pyro SVI)']:.2f}x "
           f"faster than it with Pyro's stock ClippedAdam (one optimizer per parameter)")
@@ -194,9 +221,9 @@ def main():
         b = batches[0]
         sync(device)
         t = time.perf_counter()
-        iw_log_likelihood(svae, b, samples=args.iw_samples, chunk=50)
+        iw_log_likelihood(svae, b, samples=args.iw_samples, chunk=args.iw_chunk)
         sync(device)
-        print(f"IW-NLL, K={args.iw_samples}: {b.size / (time.perf_counter() - t):.1f} sentences/s")
+        print(f"IW-NLL, K={args.iw_samples} ({args.iw_chunk} at a time): {b.size / (time.perf_counter() - t):.1f} sentences/s")
         z = torch.randn(64, c.z_dim, device=device)
         t = time.perf_counter()
         Beam(args.beam)(svae.decoder, z, 30, 64)
