@@ -46,14 +46,19 @@ class TokenNLL(torch.autograd.Function):
         return out.to(ctx.dtype), None
 
 
-def token_nll(logits, targets):
-    """logits [..., V], targets [...] -> -log p(target) [...], 0 at <pad>."""
+def token_nll(logits, targets, block=2048):
+    """logits [..., V], targets [...] -> -log p(target) [...], 0 at <pad>. Without gradients
+    (evaluation), ``block`` rows at a time, so no float32 [N, V] buffer beyond [block, V] exists."""
     V = logits.shape[-1]
+    rows, targets_flat = logits.reshape(-1, V), targets.reshape(-1)
     if torch.is_grad_enabled() and logits.requires_grad:
-        return TokenNLL.apply(logits.reshape(-1, V), targets.reshape(-1)).view(targets.shape)
-    log_p = _log_softmax(logits.reshape(-1, V))
-    nll = -log_p.gather(1, targets.reshape(-1, 1)).squeeze(1)
-    return nll.masked_fill(targets.reshape(-1) == PAD, 0.0).view(targets.shape)
+        return TokenNLL.apply(rows, targets_flat).view(targets.shape)
+    nll = torch.empty(targets_flat.shape, dtype=torch.promote_types(logits.dtype, torch.float32),
+                      device=logits.device)
+    for start in range(0, rows.shape[0], block):
+        part = slice(start, start + block)
+        nll[part] = -_log_softmax(rows[part]).gather(1, targets_flat[part].unsqueeze(1)).squeeze(1)
+    return nll.masked_fill_(targets_flat == PAD, 0.0).view(targets.shape)
 
 
 def shift_right(targets):

@@ -63,6 +63,7 @@ class TrainConfig:
     word_keep: float = 0.75
     free_bits: float = 0.0  # KL floor per latent dimension, nats (0: off)
     pretrain_steps: int = 0  # first train as an autoencoder (beta ~ 0), then reset the decoder
+    init_decoder: str = ""  # a run (e.g. the LM) whose best decoder this one starts from
     # optimization and budget
     batch_size: int = 32
     lr: float = 1e-3
@@ -151,6 +152,8 @@ def check_config(c):
         raise SVAEError("--free-bits and --pretrain-steps must be >= 0")
     if c.free_bits > 0 and c.guide != "diag":
         raise SVAEError("--free-bits needs --guide diag (the per-dimension KL is analytic there)")
+    if c.init_decoder and not os.path.isfile(os.path.join(c.init_decoder, BEST)):
+        raise SVAEError(f"--init-decoder {c.init_decoder}: not a trained run (no {BEST})")
     if c.model == "vae" and c.z_dim <= 0:
         raise SVAEError("--z-dim must be positive for a VAE (use --model lm for no latent)")
     if c.model == "vae":
@@ -263,6 +266,26 @@ class Trainer:
         """The KL weight: ~0 while pretraining as an autoencoder, then the schedule from there."""
         c = self.c
         return BETA_FLOOR if step < c.pretrain_steps else self.schedule(step - c.pretrain_steps)
+
+    def init_decoder(self, run_dir):
+        """Start from the decoder of ``run_dir``'s best.pt (same vocabulary and sizes), with the
+        layer from z to the initial state at zero: at step 0 the VAE's likelihood is that model's."""
+        path = os.path.join(run_dir, BEST)
+        state = load_checkpoint(path, self.device)
+        if state.get("vocab_hash") != vocab_hash(self.tokenizer):
+            raise SVAEError(f"--init-decoder {run_dir}: trained on another vocabulary than this run's")
+        decoder = {k[len("decoder."):]: v for k, v in state["model"].items() if k.startswith("decoder.")}
+        try:
+            missing, unexpected = self.svae.decoder.load_state_dict(decoder, strict=False)
+        except RuntimeError:
+            raise SVAEError(f"--init-decoder {run_dir}: its decoder has other sizes than this run's") from None
+        if unexpected or any(not k.startswith("init.") for k in missing):
+            raise SVAEError(f"--init-decoder {run_dir}: its decoder has another architecture than this run's")
+        if self.svae.decoder.init is not None:
+            with torch.no_grad():
+                self.svae.decoder.init.weight.zero_()
+                self.svae.decoder.init.bias.zero_()
+        self.log(f"decoder initialized from {path}")
 
     def reset_decoder(self):
         """End of autoencoder pretraining (Li et al. 2019): keep the encoder, start a new decoder."""
@@ -441,4 +464,6 @@ def train(config=None, out_dir=None, resume=False, overrides=None, log=print, pr
         resolve_device(config.device)
         tokenizer, splits = prepare_run(config, out_dir, log)
         trainer = Trainer(config, out_dir, tokenizer, splits, log, progress)
+        if config.init_decoder:
+            trainer.init_decoder(config.init_decoder)
     return trainer.run()

@@ -170,6 +170,7 @@ def test_token_nll_value_and_gradient_equal_cross_entropy():
     assert torch.equal(grad[0, 3:], torch.zeros(3, 9, dtype=torch.float64))  # padding gets no gradient
     with torch.no_grad():
         assert torch.allclose(token_nll(logits, targets), reference, atol=1e-12)
+        assert torch.allclose(token_nll(logits, targets, block=5), reference, atol=1e-12)  # 24 rows in 5 blocks
 
 
 def test_token_nll_refuses_a_second_backward():

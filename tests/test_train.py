@@ -132,3 +132,31 @@ def test_a_nonfinite_loss_stops_with_one_error_and_keeps_the_checkpoint(corpus, 
         train(tiny_config(corpus, max_steps=20, eval_every=10), str(run), log=quiet, progress=False)
     assert seen == [False] * 13  # steps run without Pyro's validation
     assert load_checkpoint(str(run / "checkpoint.pt"))["position"]["step"] == 10
+
+
+def test_a_vae_warm_started_from_the_lm_begins_as_the_lm(corpus, tmp_path):
+    from pyro_svae import load
+    from pyro_svae.corpus import make_batch
+    from pyro_svae.errors import SVAEError
+
+    train(tiny_config(corpus, model="lm", max_steps=30, tie=True), str(tmp_path / "lm"), log=quiet, progress=False)
+    # 0 steps of training: the VAE's first best.pt holds its starting point
+    vae_run = str(tmp_path / "vae")
+    train(tiny_config(corpus, max_steps=1, lr=1e-12, tie=True, init_decoder=str(tmp_path / "lm")), vae_run,
+          log=quiet, progress=False)
+    lm, vae = load(str(tmp_path / "lm"), device="cpu"), load(vae_run, device="cpu", which="last")
+    split = lm.split("test")
+    batch = make_batch([split.sentence(i) for i in range(8)])
+    with torch.no_grad():
+        lm_logits, _ = lm.svae.decoder(batch.inputs, None)
+        for z in (torch.zeros(8, 4), 3 * torch.randn(8, 4)):  # whatever z: the LM's scores
+            vae_logits, _ = vae.svae.decoder(batch.inputs, z)
+            assert torch.allclose(vae_logits, lm_logits, atol=1e-5)
+    # another vocabulary: one line, before any training
+    other = tmp_path / "other"
+    train(tiny_config(corpus, model="lm", max_steps=2, vocab_size=12, tie=True), str(other), log=quiet, progress=False)
+    with pytest.raises(SVAEError, match="another vocabulary"):
+        train(tiny_config(corpus, tie=True, init_decoder=str(other)), str(tmp_path / "v2"), log=quiet, progress=False)
+    with pytest.raises(SVAEError, match="not a trained run"):
+        train(tiny_config(corpus, init_decoder=str(tmp_path / "nowhere")), str(tmp_path / "v3"), log=quiet,
+              progress=False)
