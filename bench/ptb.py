@@ -1,8 +1,11 @@
 """PTB benchmark: train the LSTM language model and the sentence VAE on the same decoder, evaluate
-both on the test split, and write the results table (markdown + JSON).
+them on the test split, and write the results table (markdown + JSON). Rows: lm (the baseline),
+vae (from scratch) and, on request, vae-lm (the VAE whose decoder starts as the trained lm row:
+train --init-decoder).
 
-    python bench/ptb.py                                   # the full run (GPU recommended)
-    python bench/ptb.py --minutes 30 --iw-samples 100     # a CPU budget
+    python bench/ptb.py                                     # 30 epochs each, early stopping (GPU)
+    python bench/ptb.py --minutes 30 --eval-amp bf16        # a CPU budget (the README says what ran)
+    python bench/ptb.py --models lm,vae,vae-lm --warm-minutes 20
 
 Each row records its command, wall-clock time and hardware. A run with a best.pt is not trained
 again, and a stored evaluation with the same K and precision is reused, so rows can be added or
@@ -27,13 +30,17 @@ from pyro_svae.rundir import read_config  # noqa: E402
 from pyro_svae.training import RESUMABLE  # noqa: E402
 
 # Shared decoder: a 650-unit LSTM with tied input/output embeddings and dropout 0.5 (Zaremba et al.'s
-# medium size; Bowman et al.'s 191 units plateau near PPL 129). The VAE adds an encoder, a 32-d latent
-# and free bits. bf16 autocast: tensor cores on CUDA, AMX on recent Xeons (on CPUs without either, pass --amp off).
+# medium size; Bowman et al.'s 191 units plateau near PPL 129). The VAE adds a 256-unit LSTM encoder
+# (cheap next to the decoder), a 32-d latent and free bits. bf16 autocast: tensor cores on CUDA, AMX
+# on recent Xeons (on CPUs with neither, pass --amp off).
 COMMON = dict(emb_dim=650, hidden=650, tie=True, dropout=0.5, batch_size=64, lr=2e-3, lr_decay=0.5,
               eval_every=500, max_len=100, word_keep=1.0)
+VAE = dict(model="vae", z_dim=32, enc_hidden=256, free_bits=0.25, kl_schedule="linear:0,2000")
 MODELS = {
     "lm": dict(model="lm", kl_schedule="constant"),
-    "vae": dict(model="vae", z_dim=32, free_bits=0.25, kl_schedule="linear:0,4000"),
+    "vae": VAE,
+    # the VAE whose decoder starts as the trained LM (train --init-decoder), at a lower learning rate
+    "vae-lm": {**VAE, "lr": 5e-4, "init_decoder": "{out}/lm"},
 }
 
 
@@ -81,8 +88,10 @@ def row(name, run, args, options, device):
     else:
         train(TrainConfig(data=args.data, device=str(device), **options), run)
     started = time.time()
-    totals = load(run, device=str(device)).evaluate("test", samples=args.iw_samples, amp=args.eval_amp)["totals"]
+    totals = load(run, device=str(device)).evaluate("test", samples=args.iw_samples, amp=args.eval_amp,
+                                                    chunk=args.chunk)["totals"]
     amp = f" --amp {args.eval_amp}" if args.eval_amp != "off" else ""
+    amp += f" --chunk {args.chunk}" if args.chunk != 50 else ""
     result = {"model": name, "run": run, **evaluation,
               "train_command": f"python cli.py train --data {args.data} --out {run} {flags(options)}",
               "eval_command": f"python cli.py evaluate {run} --split test --iw-samples {args.iw_samples}{amp}",
@@ -111,17 +120,21 @@ def table(results):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data/ptb", help="folder with ptb.{train,valid,test}.txt")
-    parser.add_argument("--out", default="runs/bench-ptb", help="folder for the two runs and the results")
+    parser.add_argument("--out", default="runs/bench-ptb", help="folder for the runs and the results")
     parser.add_argument("--minutes", type=float, default=0, help="training budget per model (0: --epochs)")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs per model when no --minutes")
+    parser.add_argument("--warm-minutes", type=float, default=0,
+                        help="budget of the warm-started vae-lm row (0: as the others)")
     parser.add_argument("--patience", type=int, default=4, help="early stopping, in evaluations")
     parser.add_argument("--iw-samples", type=int, default=500, help="K for the test IW-NLL")
-    parser.add_argument("--models", default="lm,vae", help="which rows to run")
+    parser.add_argument("--models", default="lm,vae",
+                        help="which rows, in order: lm, vae (from scratch), vae-lm (decoder from the lm row)")
+    parser.add_argument("--chunk", type=int, default=50, help="IW draws folded into the batch at a time")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--amp", default="bf16", choices=["off", "bf16"], help="mixed precision for training")
     parser.add_argument("--eval-amp", default="off", choices=["off", "bf16"],
                         help="bf16: the decoder in bfloat16 during evaluation (densities stay float32)")
-    parser.add_argument("--seed", type=int, default=0, help="one seed for both runs")
+    parser.add_argument("--seed", type=int, default=0, help="one seed for every run")
     args = parser.parse_args()
     device = resolve_device(args.device)
     budget = {"max_minutes": args.minutes} if args.minutes else {"max_epochs": args.epochs}
@@ -130,6 +143,10 @@ def main():
     for name in args.models.split(","):
         options = {**COMMON, **MODELS[name], **budget, "patience": args.patience, "seed": args.seed,
                    "amp": args.amp}
+        if "init_decoder" in options:
+            options["init_decoder"] = options["init_decoder"].format(out=args.out)
+            if args.warm_minutes:
+                options["max_minutes"] = args.warm_minutes
         results.append(row(name, os.path.join(args.out, name), args, options, device))
         print(json.dumps(results[-1], indent=1))
     with open(os.path.join(args.out, "results.json"), "w") as f:
