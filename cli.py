@@ -41,8 +41,12 @@ TRAIN_OPTIONS = [
     ("word_keep", "Word dropout keep rate k in [0, 1]: decoder inputs become <unk> with prob. 1-k (0: inputless)."),
     ("free_bits", "Free bits: KL floor per latent dimension in nats, batch-averaged (Kingma et al. 2016; 0: off)."),
     ("pretrain_steps", "Train as an autoencoder (beta ~ 0) for N steps, then re-initialize the decoder (Li et al. 2019)."),
+    ("iw_particles", "K > 1: train on the K-sample importance-weighted bound (IWAE, Burda et al. 2016), which "
+                     "targets log p(x) rather than the ELBO; validation and best.pt use the same bound."),
     ("init_decoder", "Start the decoder from this run's best.pt (a --model lm run on the same data and sizes); "
                      "z's initial-state layer starts at zero, so the VAE begins as that language model."),
+    ("init_from", "Start every weight from this run's best.pt (same data and architecture), with a fresh "
+                  "optimizer: fine-tune a trained model, e.g. with --iw-particles."),
     ("batch_size", "Sentences per minibatch."),
     ("lr", "Adam learning rate."),
     ("lr_decay", "Multiply the learning rate by this after each validation without a better ELBO (1: off)."),

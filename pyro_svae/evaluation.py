@@ -41,17 +41,23 @@ def kl_term(q, p, z):
 
 
 @torch.inference_mode()
-def validate(svae, split, batch_size=64, seed=0):
+def validate(svae, split, batch_size=64, seed=0, iw_samples=0):
     """Mean ELBO, reconstruction and KL per sentence over ``split``, and the ELBO perplexity bound
-    exp(-sum ELBO / tokens), tokens counting </s>. Leaves the global RNG as it found it."""
+    exp(-sum ELBO / tokens), tokens counting </s>. iw_samples = K > 0: also the mean K-sample
+    importance-weighted bound "iw" (the ELBO terms then average the same K draws). Leaves the
+    global RNG as it found it."""
     was_training = svae.training
     svae.eval()
-    totals = {"rec": 0.0, "kl": 0.0, "tokens": 0, "sentences": 0}
+    totals = {"rec": 0.0, "kl": 0.0, "iw": 0.0, "tokens": 0, "sentences": 0}
     with forked_rng(svae.device):
         torch.manual_seed(seed)
         for positions in sorted_batches(split, batch_size):
             batch = gather(split, positions).to(svae.device)
-            rec, kl = elbo_terms(svae, batch)
+            if iw_samples:
+                log_px, rec, kl = iw_log_likelihood(svae, batch, iw_samples, chunk=iw_samples)
+                totals["iw"] += float(log_px.sum())
+            else:
+                rec, kl = elbo_terms(svae, batch)
             totals["rec"] += float(rec.sum())
             totals["kl"] += float(kl.sum())
             totals["tokens"] += batch.num_tokens()
@@ -64,6 +70,7 @@ def validate(svae, split, batch_size=64, seed=0):
         "rec": -totals["rec"] / n,  # reconstruction loss, nats per sentence
         "kl": totals["kl"] / n,
         "ppl_bound": math.exp(min(-elbo / max(totals["tokens"], 1), 700.0)),
+        **({"iw": totals["iw"] / n} if iw_samples else {}),
         "sentences": totals["sentences"],
         "tokens": totals["tokens"],
     }

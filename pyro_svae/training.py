@@ -27,7 +27,7 @@ from .errors import SVAEError
 from .evaluation import latent_kl, validate
 from .guides import guide_class, make_guide
 from .model import BETA_FLOOR, ModelConfig, SentenceVAE
-from .objectives import FreeBitsELBO
+from .objectives import FreeBitsELBO, ImportanceWeightedELBO
 from .rundir import (BEST, CHECKPOINT, CORPUS, METRICS, load_corpus, model_config, read_config,
                      restore_model, write_config)
 from .schedules import parse_schedule
@@ -62,8 +62,10 @@ class TrainConfig:
     kl_schedule: str = "logistic:0.0025,2500"
     word_keep: float = 0.75
     free_bits: float = 0.0  # KL floor per latent dimension, nats (0: off)
+    iw_particles: int = 1  # K > 1: train on, and select by, the K-sample importance-weighted bound
     pretrain_steps: int = 0  # first train as an autoencoder (beta ~ 0), then reset the decoder
     init_decoder: str = ""  # a run (e.g. the LM) whose best decoder this one starts from
+    init_from: str = ""  # a run whose best weights (all of them) this one starts from
     # optimization and budget
     batch_size: int = 32
     lr: float = 1e-3
@@ -152,8 +154,16 @@ def check_config(c):
         raise SVAEError("--free-bits and --pretrain-steps must be >= 0")
     if c.free_bits > 0 and c.guide != "diag":
         raise SVAEError("--free-bits needs --guide diag (the per-dimension KL is analytic there)")
-    if c.init_decoder and not os.path.isfile(os.path.join(c.init_decoder, BEST)):
-        raise SVAEError(f"--init-decoder {c.init_decoder}: not a trained run (no {BEST})")
+    for name in ("init_decoder", "init_from"):
+        run = getattr(c, name)
+        if run and not os.path.isfile(os.path.join(run, BEST)):
+            raise SVAEError(f"--{name.replace('_', '-')} {run}: not a trained run (no {BEST})")
+    if c.init_decoder and c.init_from:
+        raise SVAEError("--init-decoder and --init-from: give one")
+    if c.iw_particles < 1:
+        raise SVAEError("--iw-particles must be at least 1")
+    if c.iw_particles > 1 and c.model == "lm":
+        raise SVAEError("--iw-particles > 1 is for a VAE (the LM's likelihood is exact)")
     if c.model == "vae" and c.z_dim <= 0:
         raise SVAEError("--z-dim must be positive for a VAE (use --model lm for no latent)")
     if c.model == "vae":
@@ -228,11 +238,15 @@ class Trainer:
         pyro.set_rng_seed(c.seed)
         self.svae = SentenceVAE(model_config({"train": dataclasses.asdict(c)}, len(tokenizer))).to(self.device)
         self.optim = GlobalClipAdam(c.lr, c.clip_norm)
-        if c.free_bits > 0:
-            loss = FreeBitsELBO(c.free_bits)
+        if c.iw_particles > 1:
+            loss = ImportanceWeightedELBO(c.iw_particles, c.free_bits)
+            self.svi = SVI(self.svae.model, self.svae.guide, self.optim, loss, loss_and_grads=loss.loss_and_grads)
         else:
-            loss = TraceMeanField_ELBO() if c.elbo == "meanfield" else Trace_ELBO()
-        self.svi = SVI(self.svae.model, self.svae.guide, self.optim, loss)
+            if c.free_bits > 0:
+                loss = FreeBitsELBO(c.free_bits)
+            else:
+                loss = TraceMeanField_ELBO() if c.elbo == "meanfield" else Trace_ELBO()
+            self.svi = SVI(self.svae.model, self.svae.guide, self.optim, loss)
         self.batches_per_epoch = math.ceil(len(splits["train"]) / c.batch_size)
         self.total_steps = c.max_steps or (c.max_epochs * self.batches_per_epoch) or None
         self.schedule = parse_schedule(c.kl_schedule, self.total_steps)
@@ -286,6 +300,13 @@ class Trainer:
                 self.svae.decoder.init.weight.zero_()
                 self.svae.decoder.init.bias.zero_()
         self.log(f"decoder initialized from {path}")
+
+    def init_from(self, run_dir):
+        """Start from every weight of ``run_dir``'s best.pt (same vocabulary and architecture), with a
+        fresh optimizer: to fine-tune a trained model with another objective or learning rate."""
+        path = os.path.join(run_dir, BEST)
+        restore_model(self.svae, load_checkpoint(path, self.device), self.tokenizer, f"--init-from {run_dir}")
+        self.log(f"weights initialized from {path}")
 
     def reset_decoder(self):
         """End of autoencoder pretraining (Li et al. 2019): keep the encoder, start a new decoder."""
@@ -378,11 +399,14 @@ class Trainer:
 
     def evaluate(self, started, recent_losses, beta):
         p = self.pos
-        m = validate(self.svae, self.splits["valid"], max(self.c.batch_size, 64), seed=self.c.seed)
+        k = self.c.iw_particles
+        m = validate(self.svae, self.splits["valid"], max(self.c.batch_size, 64), seed=self.c.seed,
+                     iw_samples=k if k > 1 else 0)
         minutes = p["minutes"] + (time.time() - started) / 60
-        improved = m["elbo"] > p["best_elbo"]
+        score = m["iw"] if k > 1 else m["elbo"]  # the bound that training maximizes selects best.pt
+        improved = score > p["best_elbo"]
         if improved:
-            p["best_elbo"], p["bad_evals"] = m["elbo"], 0
+            p["best_elbo"], p["bad_evals"] = score, 0
         else:
             p["bad_evals"] += 1
             if self.c.lr_decay != 1.0:
@@ -393,6 +417,8 @@ class Trainer:
                "train_loss": round(train_loss, 4), "val_elbo": round(m["elbo"], 4),
                "val_rec": round(m["rec"], 4), "val_kl": round(m["kl"], 4),
                "val_ppl_bound": round(m["ppl_bound"], 3), "lr": p["lr"], "minutes": round(minutes, 3)}
+        if k > 1:
+            row["val_iw"] = round(m["iw"], 4)
         _append_metrics(os.path.join(self.out_dir, METRICS), row)
         saved_minutes, p["minutes"] = p["minutes"], minutes
         if improved:
@@ -401,8 +427,9 @@ class Trainer:
         p["minutes"] = saved_minutes
         self.last_metrics = row
         with tqdm.external_write_mode():
+            iw = f", IW bound (K={k}) {m['iw']:.2f}" if k > 1 else ""
             self.log(f"step {p['step']}: val ELBO {m['elbo']:.2f} (rec {m['rec']:.2f}, KL {m['kl']:.2f}), "
-                     f"PPL <= {m['ppl_bound']:.1f}" + (" *" if improved else ""))
+                     f"PPL <= {m['ppl_bound']:.1f}{iw}" + (" *" if improved else ""))
         return row
 
 
@@ -466,4 +493,6 @@ def train(config=None, out_dir=None, resume=False, overrides=None, log=print, pr
         trainer = Trainer(config, out_dir, tokenizer, splits, log, progress)
         if config.init_decoder:
             trainer.init_decoder(config.init_decoder)
+        if config.init_from:
+            trainer.init_from(config.init_from)
     return trainer.run()

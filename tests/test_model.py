@@ -136,6 +136,56 @@ def test_free_bits_objective_floors_each_dimension(tiny, batch):
     assert loss == pytest.approx(float(expected), rel=1e-5)
 
 
+def test_importance_weighted_bound_with_one_particle_is_the_elbo(tiny, batch):
+    from pyro_svae.objectives import ImportanceWeightedELBO
+
+    pyro.set_rng_seed(3)
+    elbo = Trace_ELBO().loss(tiny.model, tiny.guide, batch, size=10, beta=0.5)
+    pyro.set_rng_seed(3)  # the same draw of z
+    iw = ImportanceWeightedELBO(1)(tiny.model, tiny.guide, batch, size=10, beta=0.5)
+    assert float(iw.detach()) == pytest.approx(elbo, rel=1e-5)
+
+
+def test_importance_weighted_bound_with_free_bits_adds_the_kl_floor_penalty(tiny, batch):
+    from pyro_svae.objectives import ImportanceWeightedELBO
+
+    pyro.set_rng_seed(3)
+    floored = ImportanceWeightedELBO(4, free_bits=0.3)(tiny.model, tiny.guide, batch, size=10, beta=0.5)
+    pyro.set_rng_seed(3)  # the same draws
+    plain = ImportanceWeightedELBO(4)(tiny.model, tiny.guide, batch, size=10, beta=0.5)
+    with torch.no_grad():
+        q = tiny.q(batch).base_dist
+        kl_dims = (0.5 * (q.scale**2 + q.loc**2 - 1) - q.scale.log()).mean(0)  # [Z], batch-averaged
+    assert (kl_dims < 0.3).any()  # the floor is active in this case
+    penalty = 0.5 * 10 * (0.3 - kl_dims).clamp(min=0).sum()  # beta * size * sum_d max(0, fb - KL_d)
+    assert float((floored - plain).detach()) == pytest.approx(float(penalty), rel=1e-4)
+
+
+def test_importance_weighted_bound_rises_with_k_towards_log_px(tiny, batch):
+    from pyro_svae.evaluation import iw_log_likelihood
+    from pyro_svae.objectives import ImportanceWeightedELBO
+
+    pyro.set_rng_seed(0)
+    with torch.no_grad():
+        tiny.decoder.init.weight.mul_(5.0)  # z matters, so q(z|x) is far from the posterior
+        log_px = iw_log_likelihood(tiny, batch, samples=20000, chunk=5000)[0].sum()
+        bounds = [-float(ImportanceWeightedELBO(k)(tiny.model, tiny.guide, batch.repeat(300))) / 300
+                  for k in (1, 5, 50)]
+    assert bounds[0] < bounds[1] < bounds[2] < float(log_px) + 0.01
+    assert float(log_px) - bounds[0] > 0.2  # a visible gap for K to close
+    assert float(log_px) - bounds[2] < 0.4 * (float(log_px) - bounds[0])
+
+
+def test_importance_weighted_loss_gives_gradients_to_encoder_and_decoder(tiny, batch):
+    from pyro_svae.objectives import ImportanceWeightedELBO
+
+    tiny.train()
+    ImportanceWeightedELBO(4)(tiny.model, tiny.guide, batch, size=10).backward()
+    for part in (tiny.encoder, tiny.posterior, tiny.decoder):
+        grads = [p.grad for p in part.parameters() if p.requires_grad]
+        assert all(g is not None for g in grads) and any(float(g.abs().sum()) > 0 for g in grads)
+
+
 def test_pretraining_resets_the_decoder_and_keeps_the_encoder(corpus, tmp_path):
     from pyro_svae.training import TrainConfig, Trainer, prepare_run
 

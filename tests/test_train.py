@@ -86,8 +86,8 @@ def test_learning_rate_decays_on_a_plateau_and_resumes(corpus, tmp_path, monkeyp
 
     real = training.validate
 
-    def worsening(svae, split, batch_size=64, seed=0):  # every validation is worse than the last
-        m = real(svae, split, batch_size, seed)
+    def worsening(svae, split, batch_size=64, seed=0, iw_samples=0):  # every validation is worse than the last
+        m = real(svae, split, batch_size, seed, iw_samples)
         worsening.calls += 1
         return {**m, "elbo": -1000.0 - worsening.calls}
 
@@ -160,3 +160,37 @@ def test_a_vae_warm_started_from_the_lm_begins_as_the_lm(corpus, tmp_path):
     with pytest.raises(SVAEError, match="not a trained run"):
         train(tiny_config(corpus, init_decoder=str(tmp_path / "nowhere")), str(tmp_path / "v3"), log=quiet,
               progress=False)
+
+
+def test_iwae_training_selects_best_by_the_validation_bound(corpus, tmp_path):
+    from pyro_svae.errors import SVAEError
+
+    run = tmp_path / "iw"
+    train(tiny_config(corpus, max_steps=40, eval_every=10, iw_particles=3, kl_schedule="constant", lr=3e-3),
+          str(run), log=quiet, progress=False)
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    bounds = [float(r["val_iw"]) for r in rows]
+    assert all(float(r["val_iw"]) >= float(r["val_elbo"]) for r in rows)  # the K-sample bound >= the ELBO
+    assert bounds[-1] > bounds[0]  # it learns
+    best = max(rows, key=lambda r: float(r["val_iw"]))
+    assert load_checkpoint(str(run / "best.pt"))["position"]["step"] == int(best["step"])
+    with pytest.raises(SVAEError, match="is for a VAE"):
+        train(tiny_config(corpus, model="lm", iw_particles=3), str(tmp_path / "x"), log=quiet, progress=False)
+
+
+def test_init_from_starts_from_every_weight_of_another_run(corpus, tmp_path):
+    from pyro_svae.errors import SVAEError
+
+    train(tiny_config(corpus, max_steps=30), str(tmp_path / "a"), log=quiet, progress=False)
+    train(tiny_config(corpus, max_steps=1, lr=1e-12, init_from=str(tmp_path / "a")), str(tmp_path / "b"),
+          log=quiet, progress=False)
+    a = load_checkpoint(str(tmp_path / "a" / "best.pt"))["model"]
+    b = load_checkpoint(str(tmp_path / "b" / "checkpoint.pt"))["model"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    with pytest.raises(SVAEError, match="another model size"):
+        train(tiny_config(corpus, hidden=32, init_from=str(tmp_path / "a")), str(tmp_path / "c"), log=quiet,
+              progress=False)
+    with pytest.raises(SVAEError, match="give one"):
+        train(tiny_config(corpus, init_from=str(tmp_path / "a"), init_decoder=str(tmp_path / "a")),
+              str(tmp_path / "d"), log=quiet, progress=False)
