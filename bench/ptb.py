@@ -117,7 +117,7 @@ def table(results):
         bound = "exact" if lm else f"IW, K={r['iw_samples']}"
         bound += ", bf16 decoder" if r["eval_amp"] == "bf16" else ""
         lines.append(f"| {r['model']} | {r['nll']:.2f} | {bound} | {r['ppl_iw']:.1f} | "
-                     f"{'= NLL' if lm else '%.2f' % -r['elbo']} | {r['kl']:.2f} | "
+                     f"{'= NLL' if lm else '%.2f' % r['elbo']} | {r['kl']:.2f} | "
                      f"{'-' if lm else '%.2f' % r['mutual_information']} | {'-' if lm else r['active_units']} | "
                      f"{r['train_minutes']} min | {r['eval_minutes']} min | {r['hardware']} |")
     commands = [f"- {r['model']}: `{r['train_command']}`; `{r['eval_command']}`" for r in results]
