@@ -13,6 +13,14 @@ from .errors import SVAEError
 from .model import BETA_FLOOR
 
 
+def kl_per_dimension(guide_trace, model_trace):
+    """KL(q || p) of each dimension of the latent site z, per row [N, Z] (diag guide only)."""
+    q, p = guide_trace.nodes["z"]["fn"], model_trace.nodes["z"]["fn"]
+    if not hasattr(q, "base_dist") or not hasattr(q.base_dist, "scale"):
+        raise SVAEError("--free-bits needs the diag guide")
+    return kl_divergence(q.base_dist, p.base_dist)
+
+
 class FreeBitsELBO(TraceMeanField_ELBO):
     """The mean-field ELBO with a KL floor per latent dimension: the KL of dimension d, averaged
     over the minibatch, counts as at least ``free_bits`` nats. Below the floor the KL term has no
@@ -27,10 +35,7 @@ class FreeBitsELBO(TraceMeanField_ELBO):
     def _differentiable_loss_particle(self, model_trace, guide_trace):
         elbo = model_trace.nodes["x"]["log_prob_sum"]  # scaled by the plate
         if "z" in guide_trace.nodes:
-            q, p = guide_trace.nodes["z"]["fn"], model_trace.nodes["z"]["fn"]
-            if not hasattr(q, "base_dist") or not hasattr(q.base_dist, "scale"):
-                raise SVAEError("--free-bits needs the diag guide")
-            kl_dims = kl_divergence(q.base_dist, p.base_dist)  # [B, Z]
+            kl_dims = kl_per_dimension(guide_trace, model_trace)  # [B, Z]
             scale = guide_trace.nodes["z"]["scale"]  # beta * corpus / batch
             elbo = elbo - scale * kl_dims.shape[0] * kl_dims.mean(0).clamp(min=self.free_bits).sum()
         return -torch_item(elbo), -elbo
@@ -71,10 +76,7 @@ class ImportanceWeightedELBO:
         bound = torch.logsumexp(log_w, dim=1) - math.log(self.num_particles)
         loss = -bound.sum() * ((size or batch.size) / batch.size)
         if self.free_bits > 0 and "z" in guide_tr.nodes:
-            q, p = guide_tr.nodes["z"]["fn"], model_tr.nodes["z"]["fn"]
-            if not hasattr(q, "base_dist") or not hasattr(q.base_dist, "scale"):
-                raise SVAEError("--free-bits needs the diag guide")
-            kl_dims = kl_divergence(q.base_dist, p.base_dist).mean(0)  # [Z]; rows repeat each sentence K times
+            kl_dims = kl_per_dimension(guide_tr, model_tr).mean(0)  # [Z]; rows repeat each sentence K times
             loss = loss + max(beta, BETA_FLOOR) * (size or batch.size) * (self.free_bits - kl_dims).clamp(min=0).sum()
         return loss
 

@@ -139,6 +139,15 @@ class GlobalClipAdam(PyroOptim):
                 self.adam.state.pop(p, None)
 
 
+def make_loss(c):
+    """The training objective of config ``c``: the IW bound (K > 1), free bits, or one of Pyro's ELBOs."""
+    if c.iw_particles > 1:
+        return ImportanceWeightedELBO(c.iw_particles, c.free_bits)
+    if c.free_bits > 0:
+        return FreeBitsELBO(c.free_bits)
+    return TraceMeanField_ELBO() if c.elbo == "meanfield" else Trace_ELBO()
+
+
 def check_config(c):
     for name, allowed in CHOICES.items():
         if getattr(c, name) not in allowed:
@@ -238,15 +247,10 @@ class Trainer:
         pyro.set_rng_seed(c.seed)
         self.svae = SentenceVAE(model_config({"train": dataclasses.asdict(c)}, len(tokenizer))).to(self.device)
         self.optim = GlobalClipAdam(c.lr, c.clip_norm)
-        if c.iw_particles > 1:
-            loss = ImportanceWeightedELBO(c.iw_particles, c.free_bits)
-            self.svi = SVI(self.svae.model, self.svae.guide, self.optim, loss, loss_and_grads=loss.loss_and_grads)
-        else:
-            if c.free_bits > 0:
-                loss = FreeBitsELBO(c.free_bits)
-            else:
-                loss = TraceMeanField_ELBO() if c.elbo == "meanfield" else Trace_ELBO()
-            self.svi = SVI(self.svae.model, self.svae.guide, self.optim, loss)
+        loss = make_loss(c)
+        # Pyro's ELBOs bring their own loss_and_grads; ours backpropagates without retaining the graph
+        self.svi = SVI(self.svae.model, self.svae.guide, self.optim, loss,
+                       loss_and_grads=getattr(loss, "loss_and_grads", None))
         self.batches_per_epoch = math.ceil(len(splits["train"]) / c.batch_size)
         self.total_steps = c.max_steps or (c.max_epochs * self.batches_per_epoch) or None
         self.schedule = parse_schedule(c.kl_schedule, self.total_steps)
