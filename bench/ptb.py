@@ -8,6 +8,7 @@ and a KL floor: train --init-from --iw-particles 5 --free-bits 0.2).
     python bench/ptb.py --minutes 30 --eval-amp bf16        # a CPU budget (the README says what ran)
     python bench/ptb.py --models lm,vae,vae-lm --warm-minutes 20
     python bench/ptb.py --models lm,vae,vae-iw --minutes 30 --warm-minutes 30 --eval-amp bf16
+    python bench/ptb.py --models lm,vae --minutes 30 --eval-amp bf16 --refine 100 [--widen 1.15]   # + refined q
 
 Each row records its command, wall-clock time and hardware. A run with a best.pt is not trained
 again, and a stored evaluation with the same K and precision is reused, so rows can be added or
@@ -75,31 +76,42 @@ def trained_minutes(run):
     return round(float(rows[-1]["minutes"]), 1) if rows else 0.0
 
 
-def row(name, run, args, options, device):
-    """Train ``run`` unless it has a best.pt, evaluate it on test unless it holds this very
-    evaluation (bench.json), -> the table row."""
-    stored = os.path.join(run, "bench.json")
-    evaluation = {"iw_samples": args.iw_samples, "eval_amp": args.eval_amp}
+def ensure_trained(run, args, options, device):
+    """Train ``run`` unless it has a best.pt (then its settings must be ``options``)."""
+    if not os.path.isfile(os.path.join(run, "best.pt")):
+        train(TrainConfig(data=args.data, device=str(device), **options), run)
+        return
+    trained = read_config(run)
+    trained = trained.get("train", trained)
+    differ = sorted(k for k, v in options.items() if k not in RESUMABLE and trained.get(k, v) != v)
+    if differ:
+        sys.exit(f"error: {run} was trained with other settings ({', '.join(differ)}): "
+                 "remove it or choose another --out")
+
+
+def row(name, run, args, options, device, refine=0):
+    """Evaluate the trained ``run`` on test (q refined by ``refine`` steps and widened by
+    --widen) unless it holds this very evaluation (bench.json, bench-refine<N>[-widen<S>].json),
+    -> the table row."""
+    widen = args.widen if refine else 1.0
+    stored = os.path.join(run, (f"bench-refine{refine}" + (f"-widen{widen:g}" if widen != 1 else "") + ".json")
+                          if refine else "bench.json")
+    evaluation = {"iw_samples": args.iw_samples, "eval_amp": args.eval_amp,
+                  **({"refine": refine} if refine else {}), **({"widen": widen} if widen != 1 else {})}
     if os.path.isfile(stored):
         with open(stored) as f:
             result = json.load(f)
         if {k: result.get(k) for k in evaluation} == evaluation:
             return result
-    if os.path.isfile(os.path.join(run, "best.pt")):
-        trained = read_config(run)
-        trained = trained.get("train", trained)
-        differ = sorted(k for k, v in options.items() if k not in RESUMABLE and trained.get(k, v) != v)
-        if differ:
-            sys.exit(f"error: {run} was trained with other settings ({', '.join(differ)}): "
-                     "remove it or choose another --out")
-    else:
-        train(TrainConfig(data=args.data, device=str(device), **options), run)
     started = time.time()
     totals = load(run, device=str(device)).evaluate("test", samples=args.iw_samples, amp=args.eval_amp,
-                                                    chunk=args.chunk)["totals"]
+                                                    chunk=args.chunk, refine=refine, widen=widen)["totals"]
     amp = f" --amp {args.eval_amp}" if args.eval_amp != "off" else ""
     amp += f" --chunk {args.chunk}" if args.chunk != 50 else ""
-    result = {"model": name, "run": run, **evaluation,
+    amp += f" --refine {refine}" if refine else ""
+    amp += f" --widen {widen:g}" if widen != 1 else ""
+    label = f", q refined ({refine} steps{f', widened x{widen:g}' if widen != 1 else ''})" if refine else ""
+    result = {"model": name + label, "run": run, **evaluation,
               "train_command": f"python cli.py train --data {args.data} --out {run} {flags(options)}",
               "eval_command": f"python cli.py evaluate {run} --split test --iw-samples {args.iw_samples}{amp}",
               "train_minutes": trained_minutes(run), "eval_minutes": round((time.time() - started) / 60, 1),
@@ -114,7 +126,8 @@ def table(results):
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lm = r["model"] == "lm"
-        bound = "exact" if lm else f"IW, K={r['iw_samples']}"
+        bound = "exact" if lm else f"IW, K={r['iw_samples']}" + (", refined q" if r.get("refine") else "")
+        bound += f" x{r['widen']:g}" if r.get("widen") else ""
         bound += ", bf16 decoder" if r["eval_amp"] == "bf16" else ""
         lines.append(f"| {r['model']} | {r['nll']:.2f} | {bound} | {r['ppl_iw']:.1f} | "
                      f"{'= NLL' if lm else '%.2f' % r['elbo']} | {r['kl']:.2f} | "
@@ -137,6 +150,12 @@ def main():
     parser.add_argument("--models", default="lm,vae",
                         help="which rows, in order: lm, vae (from scratch), vae-lm (decoder from the lm row), "
                              "vae-iw (the vae row fine-tuned on the IW bound)")
+    parser.add_argument("--refine", type=int, default=0,
+                        help="N > 0: also score every VAE row with q(z|x) refined per sentence by N SVI steps "
+                             "(evaluate --refine N), a tighter IW estimate of the same model's NLL")
+    parser.add_argument("--widen", type=float, default=1.0,
+                        help="with --refine: draw from the refined q with its standard deviations times this "
+                             "(evaluate --widen)")
     parser.add_argument("--chunk", type=int, default=50, help="IW draws folded into the batch at a time")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--amp", default="bf16", choices=["off", "bf16"], help="mixed precision for training")
@@ -156,8 +175,11 @@ def main():
                 options[warm] = options[warm].format(out=args.out)
                 if args.warm_minutes:
                     options["max_minutes"] = args.warm_minutes
-        results.append(row(name, os.path.join(args.out, name), args, options, device))
-        print(json.dumps(results[-1], indent=1))
+        run = os.path.join(args.out, name)
+        ensure_trained(run, args, options, device)
+        for refine in (0, args.refine) if args.refine and name != "lm" else (0,):
+            results.append(row(name, run, args, options, device, refine))
+            print(json.dumps(results[-1], indent=1))
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     with open(os.path.join(args.out, "results.md"), "w") as f:

@@ -149,6 +149,14 @@ GUIDES = {
 }
 
 
+def widened(posterior, h, factor):
+    """The diag guide's q(z|x) for h [B, H] with its standard deviations multiplied by ``factor``."""
+    if not isinstance(posterior, DiagonalNormal):
+        raise SVAEError("widening q(z|x) needs the diag guide")
+    q = posterior(h).base_dist
+    return dist.Normal(q.loc, q.scale * factor).to_event(1)
+
+
 def guide_class(spec):
     name = spec.partition(":")[0]
     if name not in GUIDES:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pyro import poutine
 
 from .errors import SVAEError
-from .guides import SingleSite, guide_class, make_guide
+from .guides import SingleSite, guide_class, make_guide, widened
 from .likelihood import Sentences
 from .networks import Decoder, Encoder, word_dropout
 
@@ -131,13 +131,16 @@ class SentenceVAE(nn.Module):
         pyro.module("encoder", self.encoder)
         return self.guide_given(self.encoder(batch.targets, batch.lengths), size, beta)
 
-    def guide_given(self, h, size=None, beta=1.0):
+    def guide_given(self, h, size=None, beta=1.0, widen=1.0):
         """The guide's latent sites for given encoder summaries h [B, H] (semi-amortized inference
-        refines h per sentence)."""
+        refines h per sentence). widen != 1: a diagonal q's standard deviations times ``widen``
+        (an overdispersed importance-sampling proposal)."""
         pyro.module("posterior", self.posterior)
         with self._plate(h.shape[0], size):
             with poutine.scale(scale=max(beta, BETA_FLOOR)):
-                return self.posterior.sample(h)
+                if widen == 1.0:
+                    return self.posterior.sample(h)
+                return pyro.sample("z", widened(self.posterior, h, widen))
 
     @property
     def latent_sites(self):

@@ -6,6 +6,7 @@ from pyro import poutine
 
 from pyro_svae import load
 from pyro_svae.corpus import EncodedSplit, make_batch
+from pyro_svae.errors import SVAEError
 from pyro_svae.evaluation import active_units, evaluate, iw_log_likelihood, mutual_information
 from pyro_svae.model import ModelConfig, SentenceVAE
 
@@ -19,21 +20,47 @@ def one_d_model():
     return svae
 
 
+@torch.no_grad()
+def exact_log_px(svae, tokens):
+    """log p(x) of one sentence under a 1-D latent model, by numerical integration over z."""
+    grid = torch.linspace(-9, 9, 6001)
+    one = make_batch([tokens]).repeat(len(grid))
+    z = grid.unsqueeze(1)
+    trace = poutine.trace(poutine.condition(svae.model, data={"z": z})).get_trace(one)
+    joint = trace.nodes["x"]["fn"].log_prob(one.targets) + trace.nodes["z"]["fn"].log_prob(z)
+    return float(torch.logsumexp(joint, 0) + math.log(float(grid[1] - grid[0])))
+
+
 @torch.inference_mode()
 def test_iw_nll_matches_numerical_integration():
     svae = one_d_model()
-    batch = make_batch([[4, 5, 6], [7]])
+    sentences = [[4, 5, 6], [7]]
     torch.manual_seed(1)
-    log_px, _, _ = iw_log_likelihood(svae, batch, samples=20000, chunk=5000)
-    grid = torch.linspace(-9, 9, 6001)
-    dz = float(grid[1] - grid[0])
-    for i in range(batch.size):
-        one = make_batch([batch.targets[i, : batch.lengths[i] - 1].tolist()]).repeat(len(grid))
-        z = grid.unsqueeze(1)
-        trace = poutine.trace(poutine.condition(svae.model, data={"z": z})).get_trace(one)
-        joint = trace.nodes["x"]["fn"].log_prob(one.targets) + trace.nodes["z"]["fn"].log_prob(z)
-        exact = torch.logsumexp(joint, 0) + math.log(dz)
-        assert float(log_px[i]) == pytest.approx(float(exact), abs=0.02)
+    log_px, _, _ = iw_log_likelihood(svae, make_batch(sentences), samples=20000, chunk=5000)
+    for i, tokens in enumerate(sentences):
+        assert float(log_px[i]) == pytest.approx(exact_log_px(svae, tokens), abs=0.02)
+
+
+def test_a_refined_proposal_keeps_the_estimate_valid_and_tightens_it():
+    svae = one_d_model()
+    with torch.no_grad():  # q(z|x) off-centre and too narrow
+        svae.posterior.loc.bias += 1.5
+        svae.posterior.scale.bias -= 1.5
+    sentences = [[4, 5, 6], [7], [3, 3, 5, 6, 7]]
+    split = EncodedSplit.from_lists(sentences)
+    before = {k: v.clone() for k, v in svae.state_dict().items()}
+    exact = [-exact_log_px(svae, tokens) for tokens in sentences]
+    many = evaluate(svae, split, samples=20000, chunk=5000, refine=50, progress=False)["sentences"]
+    assert [r["nll"] for r in many] == pytest.approx(exact, abs=0.02)  # any proposal: the same log p(x)
+    assert all(r["elbo"] > r["elbo_amortized"] + 1.0 for r in many)
+    # with few draws the refined proposal is the much closer one (the error is >= 0 on average)
+    error = {}
+    for refine in (0, 50):
+        rows = [evaluate(svae, split, samples=3, refine=refine, seed=seed, progress=False)["sentences"]
+                for seed in range(20)]
+        error[refine] = sum(r["nll"] - e for run in rows for r, e in zip(run, exact)) / 20
+    assert error[0] > 3.0 and abs(error[50]) < 0.05 * error[0]
+    assert all(torch.equal(before[k], v) for k, v in svae.state_dict().items())
 
 
 def test_iw_nll_is_below_the_negative_elbo_for_every_sentence(trained_run):
@@ -122,6 +149,46 @@ def test_refinement_raises_the_elbo_and_leaves_the_model_alone(trained_run):
     assert result["gain"] == pytest.approx(result["elbo_after"] - result["elbo_before"])
     assert all(torch.equal(before[k], v) for k, v in vae.svae.state_dict().items())
     assert all(p.requires_grad for p in vae.svae.parameters())
+
+
+def test_a_widened_proposal_is_still_valid_and_needs_the_diag_guide():
+    svae = one_d_model()
+    with torch.no_grad():  # q(z|x) too narrow: a wider proposal is the better one
+        svae.posterior.scale.bias -= 1.0
+    sentences = [[4, 5, 6], [7], [3, 3, 5, 6, 7]]
+    split = EncodedSplit.from_lists(sentences)
+    exact = [-exact_log_px(svae, tokens) for tokens in sentences]
+    many = evaluate(svae, split, samples=20000, chunk=5000, widen=2.0, progress=False)
+    assert many["totals"]["widen"] == 2.0
+    assert [r["nll"] for r in many["sentences"]] == pytest.approx(exact, abs=0.03)
+    error = {}
+    for widen in (1.0, 2.0):
+        rows = [evaluate(svae, split, samples=3, widen=widen, seed=seed, progress=False)["sentences"]
+                for seed in range(20)]
+        error[widen] = sum(r["nll"] - e for run in rows for r, e in zip(run, exact)) / 20
+    assert error[2.0] < 0.5 * error[1.0]
+    torch.manual_seed(0)
+    other = SentenceVAE(ModelConfig(vocab_size=8, emb_dim=4, hidden=6, z_dim=2, guide="fullrank")).eval()
+    with pytest.raises(SVAEError, match="needs the diag guide"):
+        evaluate(other, split, samples=3, widen=1.5, progress=False)
+
+
+def test_refined_evaluation_reports_the_amortized_guide_beside_it(trained_run, run_cli):
+    vae = load(trained_run, device="cpu")
+    split = vae.split("valid", limit=40)
+    plain = vae.evaluate(split, samples=50, progress=False)["totals"]
+    refined = vae.evaluate(split, samples=50, progress=False, refine=10)["totals"]
+    assert refined["refine_steps"] == 10 and "refine_steps" not in plain
+    assert refined["elbo"] > refined["elbo_amortized"] + 0.1
+    assert refined["nll"] < plain["nll"]
+    # AU and the analytic KL describe the amortized guide, untouched by refinement
+    assert refined["active_units"] == plain["active_units"]
+    assert refined["kl_analytic"] == pytest.approx(plain["kl_analytic"], rel=1e-6)
+    code, out, _ = run_cli("evaluate", trained_run, "--split", "valid", "--limit", "40", "--iw-samples", "50",
+                           "--refine", "10", "--quiet")
+    assert code == 0
+    assert f"NLL      {refined['nll']:.2f} nats/sentence  (IW, K=50, q refined by 10 steps)" in out
+    assert f"refined  ELBO {refined['elbo_amortized']:.2f} (amortized q) -> {refined['elbo']:.2f}" in out
 
 
 def test_bf16_evaluation_keeps_the_latent_densities_in_float32(trained_run):
