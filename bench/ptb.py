@@ -94,10 +94,9 @@ def row(name, run, args, options, device, refine=0):
     --widen) unless it holds this very evaluation (bench.json, bench-refine<N>[-widen<S>].json),
     -> the table row."""
     widen = args.widen if refine else 1.0
-    stored = os.path.join(run, (f"bench-refine{refine}" + (f"-widen{widen:g}" if widen != 1 else "") + ".json")
-                          if refine else "bench.json")
-    evaluation = {"iw_samples": args.iw_samples, "eval_amp": args.eval_amp,
-                  **({"refine": refine} if refine else {}), **({"widen": widen} if widen != 1 else {})}
+    proposal = {**({"refine": refine} if refine else {}), **({"widen": widen} if widen != 1 else {})}
+    stored = os.path.join(run, "bench" + "".join(f"-{k}{v:g}" for k, v in proposal.items()) + ".json")
+    evaluation = {"iw_samples": args.iw_samples, "eval_amp": args.eval_amp, **proposal}
     if os.path.isfile(stored):
         with open(stored) as f:
             result = json.load(f)
@@ -106,14 +105,13 @@ def row(name, run, args, options, device, refine=0):
     started = time.time()
     totals = load(run, device=str(device)).evaluate("test", samples=args.iw_samples, amp=args.eval_amp,
                                                     chunk=args.chunk, refine=refine, widen=widen)["totals"]
-    amp = f" --amp {args.eval_amp}" if args.eval_amp != "off" else ""
-    amp += f" --chunk {args.chunk}" if args.chunk != 50 else ""
-    amp += f" --refine {refine}" if refine else ""
-    amp += f" --widen {widen:g}" if widen != 1 else ""
+    extra = f" --amp {args.eval_amp}" if args.eval_amp != "off" else ""
+    extra += f" --chunk {args.chunk}" if args.chunk != 50 else ""
+    extra += "".join(f" --{k} {v:g}" for k, v in proposal.items())
     label = f", q refined ({refine} steps{f', widened x{widen:g}' if widen != 1 else ''})" if refine else ""
     result = {"model": name + label, "run": run, **evaluation,
               "train_command": f"python cli.py train --data {args.data} --out {run} {flags(options)}",
-              "eval_command": f"python cli.py evaluate {run} --split test --iw-samples {args.iw_samples}{amp}",
+              "eval_command": f"python cli.py evaluate {run} --split test --iw-samples {args.iw_samples}{extra}",
               "train_minutes": trained_minutes(run), "eval_minutes": round((time.time() - started) / 60, 1),
               "hardware": hardware(device), **totals}
     with open(stored, "w") as f:
