@@ -3,7 +3,6 @@
 Every command is a thin layer over the Python API in ``pyro_svae``. Errors in the input are
 reported on one line with a non-zero exit status."""
 
-import dataclasses
 import json
 import os
 import sys
@@ -11,12 +10,14 @@ import sys
 import click
 
 from pyro_svae.errors import SVAEError
-from pyro_svae.training import CHOICES, TrainConfig
+from pyro_svae.training import CHOICES, TrainConfig, config_from
 
 DEFAULTS = TrainConfig()
 
 # (option, help) for every TrainConfig field, in the order --help lists them.
 TRAIN_OPTIONS = [
+    ("preset", "A named set of defaults that your options override: default (keeps the latent in use: "
+               "free bits, dropout, early stopping) or bowman2015 (the original recipe, which collapses)."),
     ("data", "Corpus: a folder with train/valid/test (ptb.train.txt or train.txt ...) or one file split 90/5/5."),
     ("tokenizer", "word: whitespace words (pre-tokenized corpora such as PTB); spm: sentencepiece trained on train."),
     ("vocab_size", "Vocabulary size, specials included (word: most frequent words; spm: pieces)."),
@@ -125,8 +126,7 @@ def train(out, resume, quiet, **options):
     else:
         if not out or not given.get("data"):
             raise click.UsageError("train needs --data and --out (or --resume RUN)")
-        config = TrainConfig(**{**dataclasses.asdict(DEFAULTS), **given})
-        summary = run_training(config, out, progress=not quiet, log=_log)
+        summary = run_training(config_from(**given), out, progress=not quiet, log=_log)
     run = summary["run"]
     _log(f"stopped ({summary['stopped']}) at step {summary['step']}, epoch {summary['epoch']}; "
          f"best validation ELBO {summary['best_elbo']:.2f}")
@@ -398,7 +398,7 @@ def compare_guides(guides, budget, out_dir, iw_samples, split, quiet, **options)
     hier = given.get("prior") == "hier"
     specs = [g.strip() for g in (guides or ("hier-meanfield,hier-structured" if hier else
                                             "diag,lowrank:4,fullrank,iaf:2,delta")).split(",") if g.strip()]
-    config = TrainConfig(**{**dataclasses.asdict(DEFAULTS), "max_minutes": budget, **given})
+    config = config_from(**{"max_minutes": budget, **given})
     rows, plotted = run_comparison(config, specs, out_dir, iw_samples, split, log=_log, progress=not quiet)
     click.echo(open(os.path.join(out_dir, "results.md")).read().rstrip())
     click.echo(f"table: {out_dir}/results.md" + (f"; plot: {out_dir}/results.png" if plotted else

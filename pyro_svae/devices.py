@@ -20,3 +20,14 @@ def resolve_device(name="auto"):
 def forked_rng(device):
     """A context in which random draws leave the global RNG (CPU, and ``device`` if CUDA) untouched."""
     return torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else [])
+
+
+def bf16_supported(device):
+    """Whether ``--amp bf16`` can run here: any CUDA device, or a CPU with bf16 instructions
+    (AVX512-BF16 or AMX; oneDNN's LSTM has no bf16 kernel without them)."""
+    return torch.device(device).type == "cuda" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def check_amp(amp, device):
+    if amp == "bf16" and not bf16_supported(device):
+        raise SVAEError("--amp bf16: this CPU has no bf16 instructions (AVX512-BF16 or AMX); use --amp off")

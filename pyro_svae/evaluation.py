@@ -7,7 +7,8 @@ from pyro import poutine
 from pyro.distributions.kl import kl_divergence
 
 from .corpus import gather, sorted_batches
-from .devices import forked_rng
+from .devices import check_amp, forked_rng
+from .errors import SVAEError
 from .guides import SingleSite
 
 
@@ -154,6 +155,9 @@ def evaluate(svae, split, samples=500, batch_size=32, chunk=50, seed=0, progress
     from .networks import frozen
     from .refine import batch_elbo, refine_summaries
 
+    if not (math.isfinite(widen) and widen > 0):
+        raise SVAEError(f"--widen {widen}: must be a positive number")
+    check_amp(amp, next(svae.parameters()).device)
     svae.eval()
     rows, means, dists, draws = [None] * len(split), [], [], []
     # MI needs q(z|x) as one distribution; a point estimate has no meaningful MI

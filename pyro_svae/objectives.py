@@ -3,30 +3,51 @@ importance-weighted bound (Burda et al. 2016)."""
 
 import math
 
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions.kl import kl_divergence
 from pyro.infer import TraceMeanField_ELBO
 from pyro.infer.util import torch_item
+from pyro.poutine.util import site_is_subsample
 
 from .errors import SVAEError
 from .model import BETA_FLOOR
 
 
-def kl_per_dimension(guide_trace, model_trace):
-    """KL(q || p) of each dimension of the latent site z, per row [N, Z] (diag guide only)."""
-    q, p = guide_trace.nodes["z"]["fn"], model_trace.nodes["z"]["fn"]
-    if not hasattr(q, "base_dist") or not hasattr(q.base_dist, "scale"):
-        raise SVAEError("--free-bits needs the diag guide")
-    return kl_divergence(q.base_dist, p.base_dist)
+def latent_sites(guide_trace):
+    return [name for name, site in guide_trace.nodes.items()
+            if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)]
+
+
+def kl_floor(guide_trace, model_trace, free_bits):
+    """-> (KL, shortfall): the batch-averaged KL(q || p) of the latent sites, and how far it falls
+    below the floor, sum over units of max(0, floor - KL_unit). With the diagonal guide the units
+    are the dimensions of z (floor ``free_bits`` each, analytic KL; Kingma et al. 2016); with any
+    other family the unit is the whole latent (floor ``free_bits`` x its dimensions; KL analytic
+    where Pyro registers it, else from the drawn z). KL + shortfall = sum of max(KL_unit, floor)."""
+    sites = latent_sites(guide_trace)
+    q = guide_trace.nodes[sites[0]]["fn"]
+    if sites == ["z"] and isinstance(getattr(q, "base_dist", None), dist.Normal):
+        kl = kl_divergence(q.base_dist, model_trace.nodes["z"]["fn"].base_dist).mean(0)  # [Z]
+        return kl.sum(), (free_bits - kl).clamp(min=0).sum()
+    total, dims = 0.0, 0
+    for name in sites:
+        q, p, value = guide_trace.nodes[name]["fn"], model_trace.nodes[name]["fn"], guide_trace.nodes[name]["value"]
+        try:
+            kl = kl_divergence(q, p)
+        except NotImplementedError:
+            kl = q.log_prob(value) - p.log_prob(value)
+        total, dims = total + kl, dims + value.shape[-1]
+    kl = total.mean()
+    return kl, (free_bits * dims - kl).clamp(min=0)
 
 
 class FreeBitsELBO(TraceMeanField_ELBO):
-    """The mean-field ELBO with a KL floor per latent dimension: the KL of dimension d, averaged
-    over the minibatch, counts as at least ``free_bits`` nats. Below the floor the KL term has no
-    gradient, so the encoder is free to use those nats (a remedy for posterior collapse).
-
-    Needs the diagonal guide (the per-dimension KL is analytic there)."""
+    """The ELBO with a KL floor: the KL term, averaged over the minibatch, counts as at least the
+    floor (``free_bits`` nats per latent dimension). Below the floor the KL has no gradient, so the
+    encoder is free to use those nats (a remedy for posterior collapse). With the diagonal guide
+    the floor applies to each dimension, with the other families to the total KL (``kl_floor``)."""
 
     def __init__(self, free_bits, **kwargs):
         super().__init__(**kwargs)
@@ -34,10 +55,12 @@ class FreeBitsELBO(TraceMeanField_ELBO):
 
     def _differentiable_loss_particle(self, model_trace, guide_trace):
         elbo = model_trace.nodes["x"]["log_prob_sum"]  # scaled by the plate
-        if "z" in guide_trace.nodes:
-            kl_dims = kl_per_dimension(guide_trace, model_trace)  # [B, Z]
-            scale = guide_trace.nodes["z"]["scale"]  # beta * corpus / batch
-            elbo = elbo - scale * kl_dims.shape[0] * kl_dims.mean(0).clamp(min=self.free_bits).sum()
+        sites = latent_sites(guide_trace)
+        if sites:
+            kl, shortfall = kl_floor(guide_trace, model_trace, self.free_bits)
+            site = guide_trace.nodes[sites[0]]
+            scale = site["scale"]  # beta * corpus / batch
+            elbo = elbo - scale * site["value"].shape[0] * (kl + shortfall)
         return -torch_item(elbo), -elbo
 
 
@@ -50,8 +73,8 @@ class ImportanceWeightedELBO:
     The K draws are folded into the batch (sentence-major); the latent sites keep their KL scale
     beta, and the total is scaled to the corpus like Pyro's ELBOs (``size`` sentences).
 
-    ``free_bits`` > 0 adds FreeBitsELBO's floor as a penalty, beta * size * sum_d max(0, fb - KL_d)
-    with KL_d the batch-averaged KL of dimension d (diag guide): with K = 1 it is FreeBitsELBO. The
+    ``free_bits`` > 0 adds FreeBitsELBO's floor as a penalty, beta * size * the shortfall of the
+    batch-averaged KL below the floor (``kl_floor``): with K = 1 it is FreeBitsELBO. The
     bound alone lets q(z|x) drift towards the prior; the floor keeps the latent informative."""
 
     def __init__(self, num_particles, free_bits=0.0):
@@ -75,9 +98,9 @@ class ImportanceWeightedELBO:
         log_w, guide_tr, model_tr = self.log_weights(model, guide, batch, *args, beta=beta, **kwargs)
         bound = torch.logsumexp(log_w, dim=1) - math.log(self.num_particles)
         loss = -bound.sum() * ((size or batch.size) / batch.size)
-        if self.free_bits > 0 and "z" in guide_tr.nodes:
-            kl_dims = kl_per_dimension(guide_tr, model_tr).mean(0)  # [Z]; rows repeat each sentence K times
-            loss = loss + max(beta, BETA_FLOOR) * (size or batch.size) * (self.free_bits - kl_dims).clamp(min=0).sum()
+        if self.free_bits > 0 and latent_sites(guide_tr):
+            _, shortfall = kl_floor(guide_tr, model_tr, self.free_bits)  # rows repeat each sentence K times
+            loss = loss + max(beta, BETA_FLOOR) * (size or batch.size) * shortfall
         return loss
 
     def loss_and_grads(self, model, guide, *args, **kwargs):

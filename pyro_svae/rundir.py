@@ -1,8 +1,12 @@
 """A run directory: config.json, tokenizer, corpus.pt (encoded splits), checkpoint.pt, best.pt,
-metrics.csv. This module reads and writes them and rebuilds a trained model."""
+metrics.csv, and .lock (held by the one process that trains into it). This module reads and
+writes them and rebuilds a trained model."""
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
 
 import torch
 
@@ -12,8 +16,31 @@ from .errors import SVAEError
 from .model import ModelConfig, SentenceVAE
 from .tokenizers import load_tokenizer, vocab_hash
 
-CONFIG, CHECKPOINT, BEST, CORPUS, METRICS = (
-    "config.json", "checkpoint.pt", "best.pt", "corpus.pt", "metrics.csv")
+CONFIG, CHECKPOINT, BEST, CORPUS, METRICS, LOCK = (
+    "config.json", "checkpoint.pt", "best.pt", "corpus.pt", "metrics.csv", ".lock")
+
+
+@contextlib.contextmanager
+def writer_lock(run_dir):
+    """Hold the run's exclusive writer lock (``flock`` on RUN/.lock, which records PID and host).
+    A second writer gets a one-line error naming the holder. The OS releases the lock when its
+    process dies, even by kill -9, so a stale lock never blocks the next resume."""
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, LOCK)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
+            who = f"process {holder[0]} on {holder[1]}" if len(holder) >= 2 else "another process"
+            raise SVAEError(f"{run_dir} is being trained by {who}; wait for it to finish or stop it "
+                            "(one writer per run directory)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def read_config(run_dir):
@@ -60,8 +87,11 @@ def load_run(run_dir, device="cpu", which="best"):
     tokenizer = load_tokenizer(run_dir)
     path = os.path.join(run_dir, BEST if which == "best" else CHECKPOINT)
     if not os.path.isfile(path):
-        path = os.path.join(run_dir, CHECKPOINT)
-    state = load_checkpoint(path, device)
+        path, which = os.path.join(run_dir, CHECKPOINT), "last"
+    other = os.path.join(run_dir, CHECKPOINT if which == "best" else BEST)
+    hint = (f"; try --checkpoint {'last' if which == 'best' else 'best'} ({os.path.basename(other)})"
+            if os.path.isfile(other) else "")
+    state = load_checkpoint(path, device, hint)
     svae = SentenceVAE(model_config(config, len(tokenizer))).to(device)
     restore_model(svae, state, tokenizer, path)
     return svae.eval(), tokenizer, config

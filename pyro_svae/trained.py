@@ -7,6 +7,7 @@ Decoding is the Pyro model conditioned on z (``poutine.condition``), with the se
 ``strategy``: greedy, sample (temperature, top_k) or beam (beam, length_penalty). Random draws
 come from Pyro's global RNG: seed it with ``pyro.set_rng_seed``."""
 
+import math
 import sys
 
 import torch
@@ -24,12 +25,16 @@ def make_strategy(strategy="greedy", beam=5, temperature=1.0, top_k=0, length_pe
     if strategy == "greedy":
         return Greedy()
     if strategy == "sample":
-        if temperature <= 0:
-            raise SVAEError("--temperature must be positive")
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise SVAEError(f"--temperature {temperature}: must be a positive number")
+        if top_k < 0:
+            raise SVAEError(f"--top-k {top_k}: must be >= 0 (0: all words)")
         return Sampling(temperature, top_k)
     if strategy == "beam":
         if beam < 1:
-            raise SVAEError("--beam must be at least 1")
+            raise SVAEError(f"--beam {beam}: must be at least 1")
+        if not math.isfinite(length_penalty):
+            raise SVAEError(f"--length-penalty {length_penalty}: must be a finite number")
         return Beam(beam, length_penalty)
     raise SVAEError(f"unknown decoding {strategy!r}; use greedy, sample or beam")
 

@@ -6,6 +6,7 @@ exactly where its checkpoint left it (same batches, same random draws)."""
 import csv
 import dataclasses
 import datetime
+import io
 import math
 import os
 import platform
@@ -20,16 +21,16 @@ from pyro.optim import PyroOptim
 from tqdm.auto import tqdm
 
 from . import __version__
-from .checkpoint import atomic_save, load_checkpoint
-from .corpus import batch_order, encode_sentences, gather, load_text_splits
-from .devices import forked_rng, resolve_device
+from .checkpoint import atomic_save, atomic_write_bytes, load_checkpoint, remove_temporaries
+from .corpus import batch_order, encode_sentences, gather, load_text_splits, split_files
+from .devices import check_amp, forked_rng, resolve_device
 from .errors import SVAEError
 from .evaluation import latent_kl, validate
 from .guides import guide_class, make_guide
 from .model import BETA_FLOOR, ModelConfig, SentenceVAE
 from .objectives import FreeBitsELBO, ImportanceWeightedELBO
-from .rundir import (BEST, CHECKPOINT, CORPUS, METRICS, load_corpus, model_config, read_config,
-                     restore_model, write_config)
+from .rundir import (BEST, CHECKPOINT, CONFIG, CORPUS, METRICS, load_corpus, model_config, read_config,
+                     restore_model, write_config, writer_lock)
 from .schedules import parse_schedule
 from .tokenizers import SentencePieceTokenizer, WordTokenizer, load_tokenizer, vocab_hash
 
@@ -79,12 +80,33 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: str = "off"  # off | bf16 (autocast: CUDA tensor cores, AMX on recent Xeon CPUs)
+    preset: str = "default"  # the named set of defaults the run started from (PRESETS)
 
+
+# Named sets of defaults: a user's own options override them. "default" is TrainConfig's
+# (chosen so that a VAE uses its latent without flags); "bowman2015" is the original recipe
+# (Bowman et al. 2015: no KL floor, sigmoid annealing, no early stopping), which collapses.
+PRESETS = {
+    "default": {},
+    "bowman2015": dict(emb_dim=353, hidden=191, z_dim=13, dropout=0.0, free_bits=0.0, word_keep=0.75,
+                       kl_schedule="logistic:0.0025,2500", batch_size=32, lr=1e-3, patience=0),
+}
+
+
+def config_from(preset="default", **options):
+    """A TrainConfig: TrainConfig's defaults, then the preset's, then ``options``."""
+    if preset not in PRESETS:
+        raise SVAEError(f"--preset {preset!r}: use one of {', '.join(PRESETS)}")
+    return TrainConfig(**{**PRESETS[preset], **options, "preset": preset})
+
+
+COLLAPSED_KL = 0.5  # validation KL (nats per sentence) under which training warns of collapse
 
 # Options a resumed run may change; every other one is fixed by the run.
 RESUMABLE = {"max_epochs", "max_steps", "max_minutes", "eval_every", "patience", "device", "amp"}
 CHOICES = {"tokenizer": ("word", "spm"), "too_long": ("drop", "truncate"), "model": ("vae", "lm"),
-           "elbo": ("trace", "meanfield"), "prior": ("standard", "hier"), "amp": ("off", "bf16")}
+           "elbo": ("trace", "meanfield"), "prior": ("standard", "hier"), "amp": ("off", "bf16"),
+           "preset": tuple(PRESETS)}
 
 
 def make_adam(params, lr):
@@ -141,6 +163,8 @@ class GlobalClipAdam(PyroOptim):
 
 def make_loss(c):
     """The training objective of config ``c``: the IW bound (K > 1), free bits, or one of Pyro's ELBOs."""
+    if c.model == "lm":
+        return TraceMeanField_ELBO() if c.elbo == "meanfield" else Trace_ELBO()
     if c.iw_particles > 1:
         return ImportanceWeightedELBO(c.iw_particles, c.free_bits)
     if c.free_bits > 0:
@@ -149,28 +173,34 @@ def make_loss(c):
 
 
 def check_config(c):
+    """Every option value, before any work: a one-line SVAEError naming the first bad one."""
     for name, allowed in CHOICES.items():
         if getattr(c, name) not in allowed:
-            raise SVAEError(f"--{name.replace('_', '-')} {getattr(c, name)!r}: use one of {', '.join(allowed)}")
-    if not 0.0 <= c.word_keep <= 1.0:
-        raise SVAEError(f"--word-keep {c.word_keep}: must lie in [0, 1]")
-    for name in ("batch_size", "eval_every", "emb_dim", "hidden", "max_len", "vocab_size"):
-        if getattr(c, name) <= 0:
-            raise SVAEError(f"--{name.replace('_', '-')} must be positive")
-    if not 0.0 < c.lr_decay <= 1.0:
-        raise SVAEError(f"--lr-decay {c.lr_decay}: must lie in (0, 1]")
-    if c.free_bits < 0 or c.pretrain_steps < 0:
-        raise SVAEError("--free-bits and --pretrain-steps must be >= 0")
-    if c.free_bits > 0 and c.guide != "diag":
-        raise SVAEError("--free-bits needs --guide diag (the per-dimension KL is analytic there)")
+            raise SVAEError(f"{_flag(name)} {getattr(c, name)!r}: use one of {', '.join(allowed)}")
+    for name in ("batch_size", "eval_every", "emb_dim", "hidden", "max_len", "vocab_size", "min_count",
+                 "enc_layers", "dec_layers", "iw_particles"):
+        if getattr(c, name) < 1:
+            raise SVAEError(f"{_flag(name)} {getattr(c, name)}: must be at least 1")
+    for name in ("max_epochs", "max_steps", "patience", "pretrain_steps", "enc_hidden"):
+        if getattr(c, name) < 0:
+            raise SVAEError(f"{_flag(name)} {getattr(c, name)}: must be >= 0")
+    for name, low, high, what in (("lr", 0, None, "a positive number"), ("lr_decay", 0, 1, "in (0, 1]"),
+                                  ("dropout", 0, 1, "in [0, 1)"), ("word_keep", 0, 1, "in [0, 1]"),
+                                  ("clip_norm", 0, None, ">= 0 (0: off)"), ("free_bits", 0, None, ">= 0 (0: off)"),
+                                  ("max_minutes", 0, None, ">= 0 (0: no limit)")):
+        value = getattr(c, name)
+        ok = math.isfinite(value) and value >= low and (high is None or value <= high)
+        ok = ok and not (name in ("lr", "lr_decay") and value == 0) and not (name == "dropout" and value == 1)
+        if not ok:
+            raise SVAEError(f"{_flag(name)} {value}: must be {what}")
+    if not 0 <= c.seed < 2**32:
+        raise SVAEError(f"--seed {c.seed}: must lie in [0, 2^32)")
     for name in ("init_decoder", "init_from"):
         run = getattr(c, name)
         if run and not os.path.isfile(os.path.join(run, BEST)):
-            raise SVAEError(f"--{name.replace('_', '-')} {run}: not a trained run (no {BEST})")
+            raise SVAEError(f"{_flag(name)} {run}: not a trained run (no {BEST})")
     if c.init_decoder and c.init_from:
         raise SVAEError("--init-decoder and --init-from: give one")
-    if c.iw_particles < 1:
-        raise SVAEError("--iw-particles must be at least 1")
     if c.iw_particles > 1 and c.model == "lm":
         raise SVAEError("--iw-particles > 1 is for a VAE (the LM's likelihood is exact)")
     if c.model == "vae" and c.z_dim <= 0:
@@ -180,6 +210,10 @@ def check_config(c):
         if guide_class(c.guide).prior != c.prior:
             raise SVAEError(f"guide {c.guide!r} goes with --prior {guide_class(c.guide).prior}, not {c.prior!r}")
     parse_schedule(c.kl_schedule, c.max_steps or c.max_epochs or None)
+
+
+def _flag(name):
+    return "--" + name.replace("_", "-")
 
 
 def _log_read(log, split, stats):
@@ -229,8 +263,6 @@ def prepare_run(c, out_dir, log):
 def resumed_config(out_dir, overrides):
     """The run's TrainConfig with the allowed overrides applied; an error for any other change."""
     stored = read_config(out_dir)["train"]
-    if not os.path.isfile(os.path.join(out_dir, CHECKPOINT)):
-        raise SVAEError(f"{out_dir}: the run has no {CHECKPOINT} to resume from")
     for key, value in overrides.items():
         if key not in RESUMABLE and value != stored.get(key):
             raise SVAEError(f"--{key.replace('_', '-')} {value} differs from the run's {stored.get(key)}; "
@@ -243,6 +275,7 @@ class Trainer:
         self.c, self.out_dir, self.log, self.progress = c, out_dir, log, progress
         self.tokenizer, self.splits = tokenizer, splits
         self.device = resolve_device(c.device)
+        check_amp(c.amp, self.device)
         pyro.clear_param_store()
         pyro.set_rng_seed(c.seed)
         self.svae = SentenceVAE(model_config({"train": dataclasses.asdict(c)}, len(tokenizer))).to(self.device)
@@ -254,7 +287,7 @@ class Trainer:
         self.batches_per_epoch = math.ceil(len(splits["train"]) / c.batch_size)
         self.total_steps = c.max_steps or (c.max_epochs * self.batches_per_epoch) or None
         self.schedule = parse_schedule(c.kl_schedule, self.total_steps)
-        self.last_metrics = None
+        self.last_metrics, self.warned = None, False
         self.pos = {"step": 0, "epoch": 0, "batch": 0, "best_elbo": -math.inf, "bad_evals": 0, "minutes": 0.0,
                     "lr": c.lr}
 
@@ -270,7 +303,10 @@ class Trainer:
         return state
 
     def restore(self, path):
-        state = load_checkpoint(path, self.device)
+        hint = (f"; the run cannot resume, but its {BEST} can still be read (--checkpoint best) or "
+                f"trained on (train --init-from {self.out_dir})"
+                if os.path.isfile(os.path.join(self.out_dir, BEST)) else "")
+        state = load_checkpoint(path, self.device, hint)
         restore_model(self.svae, state, self.tokenizer, path)
         self.optim.set_state(state["optim"])
         self.pos.update(state["position"])
@@ -434,18 +470,26 @@ class Trainer:
             iw = f", IW bound (K={k}) {m['iw']:.2f}" if k > 1 else ""
             self.log(f"step {p['step']}: val ELBO {m['elbo']:.2f} (rec {m['rec']:.2f}, KL {m['kl']:.2f}), "
                      f"PPL <= {m['ppl_bound']:.1f}{iw}" + (" *" if improved else ""))
+            if self.svae.z_dim and m["kl"] < COLLAPSED_KL and not self.warned:
+                self.warned = True
+                self.log(f"warning: validation KL {m['kl']:.2f} nats per sentence: the posterior is collapsing "
+                         "(z is ignored); remedies: --free-bits 0.25, --word-keep 0.5, "
+                         "--kl-schedule cyclical:4,0.5 (README: Posterior collapse)")
         return row
 
 
 def _append_metrics(path, row):
     new = not os.path.isfile(path)
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise SVAEError(f"{path}: could not be written ({e.strerror or e})") from None
 
 
 def _truncate_metrics(path, step):
@@ -455,12 +499,11 @@ def _truncate_metrics(path, step):
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if rows and any(int(r["step"]) > step for r in rows):
-        keep = [r for r in rows if int(r["step"]) <= step]
-        with open(path + ".tmp", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(keep)
-        os.replace(path + ".tmp", path)
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(r for r in rows if int(r["step"]) <= step)
+        atomic_write_bytes(path, out.getvalue().encode())
 
 
 def _catch_sigint(flag):
@@ -479,24 +522,41 @@ def _catch_sigint(flag):
 
 def train(config=None, out_dir=None, resume=False, overrides=None, log=print, progress=True):
     """Start a run in ``out_dir`` from ``config``, or resume it (``resume=True``; ``overrides``
-    may change the budget). Returns the summary of ``Trainer.run``."""
-    if resume:
-        config = resumed_config(out_dir, overrides or {})
-    check_config(config)
-    if resume:
-        tokenizer, splits = load_tokenizer(out_dir), load_corpus(out_dir)
-        trainer = Trainer(config, out_dir, tokenizer, splits, log, progress)
-        trainer.restore(os.path.join(out_dir, CHECKPOINT))
-        _truncate_metrics(os.path.join(out_dir, METRICS), trainer.pos["step"])
-        log(f"resuming {out_dir} at step {trainer.pos['step']}")
-    else:
-        if os.path.isfile(os.path.join(out_dir, CHECKPOINT)) or os.path.isfile(os.path.join(out_dir, "config.json")):
-            raise SVAEError(f"{out_dir} already holds a run; resume it with --resume {out_dir} or pick another --out")
+    may change the budget). Returns the summary of ``Trainer.run``. The process holds the run's
+    writer lock throughout (a second writer is refused)."""
+    if not resume:
+        check_config(config)
         resolve_device(config.device)
+        split_files(config.data)  # the corpus is there, before the run directory is created
+    elif not os.path.isfile(os.path.join(out_dir, CONFIG)):
+        read_config(out_dir)  # the one-line error for a folder that is not a run
+    with writer_lock(out_dir):
+        removed = remove_temporaries(out_dir)
+        if removed:
+            log(f"{out_dir}: removed {removed} temporary file(s) left by an interrupted write")
+        if resume:
+            return _resume(out_dir, overrides or {}, log, progress)
+        if os.path.isfile(os.path.join(out_dir, CHECKPOINT)) or os.path.isfile(os.path.join(out_dir, CONFIG)):
+            raise SVAEError(f"{out_dir} already holds a run; resume it with --resume {out_dir} or pick another --out")
         tokenizer, splits = prepare_run(config, out_dir, log)
         trainer = Trainer(config, out_dir, tokenizer, splits, log, progress)
         if config.init_decoder:
             trainer.init_decoder(config.init_decoder)
         if config.init_from:
             trainer.init_from(config.init_from)
+        return trainer.run()
+
+
+def _resume(out_dir, overrides, log, progress):
+    config = resumed_config(out_dir, overrides)
+    check_config(config)
+    tokenizer, splits = load_tokenizer(out_dir), load_corpus(out_dir)
+    trainer = Trainer(config, out_dir, tokenizer, splits, log, progress)
+    path = os.path.join(out_dir, CHECKPOINT)
+    if os.path.isfile(path):
+        trainer.restore(path)
+    else:  # stopped after preparing the corpus, before the first checkpoint: start over
+        log(f"{out_dir} has no {CHECKPOINT} yet; training from step 0")
+    _truncate_metrics(os.path.join(out_dir, METRICS), trainer.pos["step"])
+    log(f"resuming {out_dir} at step {trainer.pos['step']}")
     return trainer.run()

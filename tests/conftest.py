@@ -5,7 +5,11 @@ import random
 import pyro
 import pytest
 
+from pyro_svae.devices import bf16_supported
 from pyro_svae.training import TrainConfig, train
+
+# bf16 autocast needs CUDA or a CPU with AVX512-BF16/AMX (oneDNN has no bf16 LSTM otherwise)
+needs_bf16 = pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU has no bf16 instructions")
 
 SUBJECTS = ["the cat", "the dog", "a bird", "my friend", "the old man", "she", "he"]
 VERBS = ["sat", "ran", "slept", "sang", "jumped", "walked"]

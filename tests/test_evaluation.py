@@ -10,6 +10,8 @@ from pyro_svae.errors import SVAEError
 from pyro_svae.evaluation import active_units, evaluate, iw_log_likelihood, mutual_information
 from pyro_svae.model import ModelConfig, SentenceVAE
 
+from conftest import needs_bf16
+
 
 def one_d_model():
     """A tiny VAE with a 1-D latent whose decoder depends strongly on z."""
@@ -191,6 +193,7 @@ def test_refined_evaluation_reports_the_amortized_guide_beside_it(trained_run, r
     assert f"refined  ELBO {refined['elbo_amortized']:.2f} (amortized q) -> {refined['elbo']:.2f}" in out
 
 
+@needs_bf16
 def test_bf16_evaluation_keeps_the_latent_densities_in_float32(trained_run):
     vae = load(trained_run, device="cpu")
     split = vae.split("valid", limit=40)
