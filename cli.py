@@ -40,7 +40,8 @@ TRAIN_OPTIONS = [
     ("elbo", "trace (Trace_ELBO, sampled KL) or meanfield (TraceMeanField_ELBO, analytic KL)."),
     ("kl_schedule", "KL weight per step: constant[:b], linear:start,steps, logistic:k,x0 (Bowman), cyclical:cycles,ratio."),
     ("word_keep", "Word dropout keep rate k in [0, 1]: decoder inputs become <unk> with prob. 1-k (0: inputless)."),
-    ("free_bits", "Free bits: KL floor per latent dimension in nats, batch-averaged (Kingma et al. 2016; 0: off)."),
+    ("free_bits", "Free bits: KL floor per latent dimension in nats, batch-averaged (Kingma et al. 2016; with "
+                  "a non-diag guide the total KL is floored at this x z-dim; 0: off)."),
     ("pretrain_steps", "Train as an autoencoder (beta ~ 0) for N steps, then re-initialize the decoder (Li et al. 2019)."),
     ("iw_particles", "K > 1: train on the K-sample importance-weighted bound (IWAE, Burda et al. 2016), which "
                      "targets log p(x) rather than the ELBO; validation and best.pt use the same bound."),

@@ -33,14 +33,23 @@ def kl_floor(guide_trace, model_trace, free_bits):
         return kl.sum(), (free_bits - kl).clamp(min=0).sum()
     total, dims = 0.0, 0
     for name in sites:
-        q, p, value = guide_trace.nodes[name]["fn"], model_trace.nodes[name]["fn"], guide_trace.nodes[name]["value"]
-        try:
-            kl = kl_divergence(q, p)
-        except NotImplementedError:
-            kl = q.log_prob(value) - p.log_prob(value)
-        total, dims = total + kl, dims + value.shape[-1]
+        value = guide_trace.nodes[name]["value"]
+        total = total + _kl(guide_trace.nodes[name]["fn"], model_trace.nodes[name]["fn"], value)
+        dims += value.shape[-1]
     kl = total.mean()
     return kl, (free_bits * dims - kl).clamp(min=0)
+
+
+def _kl(q, p, value):
+    """KL(q || p) per row: analytic where Pyro has it (a Gaussian q against a diagonal Gaussian p
+    taken as a MultivariateNormal), else log q(z) - log p(z) at the drawn z."""
+    if isinstance(q, (dist.MultivariateNormal, dist.LowRankMultivariateNormal)) \
+            and isinstance(getattr(p, "base_dist", None), dist.Normal):
+        p = dist.MultivariateNormal(p.base_dist.loc, scale_tril=torch.diag_embed(p.base_dist.scale))
+    try:
+        return kl_divergence(q, p)
+    except NotImplementedError:
+        return q.log_prob(value) - p.log_prob(value)
 
 
 class FreeBitsELBO(TraceMeanField_ELBO):

@@ -48,35 +48,35 @@ class TrainConfig:
     model: str = "vae"  # vae | lm (the decoder alone: the language-model baseline)
     emb_dim: int = ModelConfig.emb_dim
     hidden: int = ModelConfig.hidden
-    z_dim: int = ModelConfig.z_dim
+    z_dim: int = 32  # Bowman's 13 in ModelConfig; a floor of 0.5 nats on each of 32 keeps ~16 nats
     enc_hidden: int = ModelConfig.enc_hidden
     enc_layers: int = ModelConfig.enc_layers
     dec_layers: int = ModelConfig.dec_layers
-    bidirectional: bool = ModelConfig.bidirectional
-    feed_z: bool = ModelConfig.feed_z
+    bidirectional: bool = True  # the encoder reads both ways
+    feed_z: bool = True  # z also enters the decoder at every step, not only its initial state
     tie: bool = ModelConfig.tie
-    dropout: float = ModelConfig.dropout
+    dropout: float = 0.2  # on embeddings and LSTM outputs
     guide: str = ModelConfig.guide
     prior: str = ModelConfig.prior
     # objective
     elbo: str = "trace"  # trace (Trace_ELBO) | meanfield (TraceMeanField_ELBO, analytic KL)
-    kl_schedule: str = "logistic:0.0025,2500"
+    kl_schedule: str = "linear:0,2000"  # beta reaches 1 after 2,000 steps
     word_keep: float = 0.75
-    free_bits: float = 0.0  # KL floor per latent dimension, nats (0: off)
+    free_bits: float = 0.5  # KL floor per latent dimension, nats (0: off); the total for non-diag guides
     iw_particles: int = 1  # K > 1: train on, and select by, the K-sample importance-weighted bound
     pretrain_steps: int = 0  # first train as an autoencoder (beta ~ 0), then reset the decoder
     init_decoder: str = ""  # a run (e.g. the LM) whose best decoder this one starts from
     init_from: str = ""  # a run whose best weights (all of them) this one starts from
     # optimization and budget
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 2e-3
     lr_decay: float = 1.0  # multiply the learning rate by this after a validation without improvement
     clip_norm: float = 5.0
     max_epochs: int = 0  # 0: no limit
     max_steps: int = 0
     max_minutes: float = 0.0
     eval_every: int = 500
-    patience: int = 0  # evaluations without a better validation ELBO before stopping; 0: never
+    patience: int = 4  # evaluations without a better validation ELBO before stopping; 0: never
     seed: int = 0
     device: str = "auto"
     amp: str = "off"  # off | bf16 (autocast: CUDA tensor cores, AMX on recent Xeon CPUs)
@@ -89,7 +89,8 @@ class TrainConfig:
 PRESETS = {
     "default": {},
     "bowman2015": dict(emb_dim=353, hidden=191, z_dim=13, dropout=0.0, free_bits=0.0, word_keep=0.75,
-                       kl_schedule="logistic:0.0025,2500", batch_size=32, lr=1e-3, patience=0),
+                       kl_schedule="logistic:0.0025,2500", batch_size=32, lr=1e-3, patience=0, feed_z=False,
+                       bidirectional=False),
 }
 
 
@@ -528,8 +529,8 @@ def train(config=None, out_dir=None, resume=False, overrides=None, log=print, pr
         check_config(config)
         resolve_device(config.device)
         split_files(config.data)  # the corpus is there, before the run directory is created
-    elif not os.path.isfile(os.path.join(out_dir, CONFIG)):
-        read_config(out_dir)  # the one-line error for a folder that is not a run
+    else:
+        read_config(out_dir)  # a folder that is not a run: one line, and no lock file left in it
     with writer_lock(out_dir):
         removed = remove_temporaries(out_dir)
         if removed:

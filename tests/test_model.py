@@ -136,6 +136,26 @@ def test_free_bits_objective_floors_each_dimension(tiny, batch):
     assert loss == pytest.approx(float(expected), rel=1e-5)
 
 
+def test_free_bits_floor_the_total_kl_of_other_families():
+    from pyro_svae.objectives import FreeBitsELBO
+
+    torch.manual_seed(0)
+    svae = SentenceVAE(ModelConfig(vocab_size=12, emb_dim=5, hidden=6, z_dim=3, guide="lowrank:1")).eval()
+    batch = make_batch([[4, 5, 6], [7, 8]])
+    guide_trace = poutine.trace(svae.guide).get_trace(batch, size=10, beta=0.5)
+    fixed = poutine.replay(svae.guide, trace=guide_trace)  # the same z in both losses
+    plain = FreeBitsELBO(0.0).loss(svae.model, fixed, batch, size=10, beta=0.5)
+    floored = FreeBitsELBO(2.0).loss(svae.model, fixed, batch, size=10, beta=0.5)
+    with torch.no_grad():  # KL(N(mu, S) || N(0, I)) by hand, batch-averaged
+        q = guide_trace.nodes["z"]["fn"]
+        cov, mu = q.covariance_matrix, q.loc
+        kl = 0.5 * (cov.diagonal(dim1=-2, dim2=-1).sum(-1) + (mu**2).sum(-1) - 3 - torch.logdet(cov))
+        kl = float(kl.mean())
+    assert kl < 2.0 * 3  # the floor (2 nats x 3 dimensions) is active
+    assert math.isfinite(plain)
+    assert floored - plain == pytest.approx(0.5 * 10 * (2.0 * 3 - kl), rel=1e-4)  # beta * size * shortfall
+
+
 def test_importance_weighted_bound_with_one_particle_is_the_elbo(tiny, batch):
     from pyro_svae.objectives import ImportanceWeightedELBO
 

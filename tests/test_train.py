@@ -196,3 +196,34 @@ def test_init_from_starts_from_every_weight_of_another_run(corpus, tmp_path):
     with pytest.raises(SVAEError, match="give one"):
         train(tiny_config(corpus, init_from=str(tmp_path / "a"), init_decoder=str(tmp_path / "a")),
               str(tmp_path / "d"), log=quiet, progress=False)
+
+
+def test_presets_give_defaults_that_options_override(corpus, tmp_path, run_cli):
+    import json
+
+    from pyro_svae.training import TrainConfig, config_from
+
+    assert config_from() == TrainConfig()
+    bowman = config_from("bowman2015", z_dim=8)
+    assert (bowman.z_dim, bowman.free_bits, bowman.kl_schedule, bowman.patience) == (8, 0.0, "logistic:0.0025,2500", 0)
+    assert TrainConfig().free_bits > 0 and TrainConfig().patience > 0  # the default keeps the latent, stops early
+    run = tmp_path / "run"
+    code, out, err = run_cli("train", "--data", str(corpus), "--out", str(run), "--preset", "bowman2015",
+                             "--emb-dim", "8", "--hidden", "8", "--max-steps", "2", "--eval-every", "2", "--quiet")
+    assert code == 0, err
+    stored = json.loads((run / "config.json").read_text())["train"]
+    assert (stored["preset"], stored["emb_dim"], stored["z_dim"], stored["free_bits"]) == ("bowman2015", 8, 13, 0.0)
+
+
+def test_a_collapsing_latent_is_warned_about_once(corpus, tmp_path, monkeypatch):
+    import pyro_svae.training as training
+
+    real = training.validate
+    monkeypatch.setattr(training, "validate", lambda *a, **k: {**real(*a, **k), "kl": 0.2})
+    lines = []
+    train(tiny_config(corpus, max_steps=30, eval_every=10), str(tmp_path / "run"), log=lines.append, progress=False)
+    warnings = [line for line in lines if line.startswith("warning: validation KL 0.20")]
+    assert len(warnings) == 1 and "--free-bits" in warnings[0]
+    lines.clear()
+    train(tiny_config(corpus, model="lm", max_steps=10), str(tmp_path / "lm"), log=lines.append, progress=False)
+    assert not [line for line in lines if line.startswith("warning")]  # a language model has no latent
