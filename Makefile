@@ -1,4 +1,5 @@
-# pyro-svae: `make quickstart` sets up, trains on PTB for 5 minutes, then samples; `make test` tests.
+# pyro-svae: `make quickstart` sets up, trains on PTB for 4 minutes, then samples, reconstructs and
+# interpolates; `make test` tests.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -27,11 +28,13 @@ data/ptb/ptb.train.txt: | setup
 	$(PY) data/prepare.py --out data/ptb $(if $(PTB_SOURCE),--source $(PTB_SOURCE))
 
 quickstart: setup data
-	@test -f $(RUN)/best.pt || $(PY) cli.py train --data data/ptb --out $(RUN) --max-minutes 5 \
-		--batch-size 32 --lr 2e-3 --word-keep 0.6 --kl-schedule logistic:0.004,1000 --eval-every 250
+	@test -f $(RUN)/best.pt || $(PY) cli.py train --data data/ptb --out $(RUN) --max-minutes 4 \
+		--word-keep 0.5 --kl-schedule linear:0,1000 --eval-every 250
 	@echo "--- five sentences from the prior (python cli.py sample $(RUN) -n 5 --decode beam)"
 	@$(PY) cli.py sample $(RUN) -n 5 --decode beam
-	@echo "--- a homotopy between two sentences (python cli.py homotopy $(RUN) ...)"
+	@echo "--- two sentences and their reconstructions (python cli.py reconstruct $(RUN) ... --decode beam)"
+	@$(PY) cli.py reconstruct $(RUN) "$(A)" "$(B)" --decode beam
+	@echo "--- the homotopy between them (python cli.py homotopy $(RUN) ... --steps 5 --decode beam)"
 	@$(PY) cli.py homotopy $(RUN) "$(A)" "$(B)" --steps 5 --decode beam
 	@echo "--- the run is in $(RUN): metrics.csv, config.json, best.pt, checkpoint.pt"
 

@@ -124,21 +124,22 @@ def profile_step(run, batches, device, rows=14):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="data/ptb")
-    parser.add_argument("--vocab-size", type=int, default=10000)
-    parser.add_argument("--emb-dim", type=int, default=353)
-    parser.add_argument("--hidden", type=int, default=191)
-    parser.add_argument("--z-dim", type=int, default=13)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    parser.add_argument("--data", default="data/ptb", help="corpus the batches come from (a train --data folder or file)")
+    parser.add_argument("--vocab-size", type=int, default=10000, help="word vocabulary size, specials included")
+    parser.add_argument("--emb-dim", type=int, default=353, help="word embedding size (Bowman's 353)")
+    parser.add_argument("--hidden", type=int, default=191, help="LSTM size of encoder and decoder (Bowman's 191)")
+    parser.add_argument("--z-dim", type=int, default=13, help="latent size (Bowman's 13)")
+    parser.add_argument("--batch-size", type=int, default=32, help="sentences per training step")
     parser.add_argument("--length", type=int, default=22, help="only batches of sentences of about this length")
     parser.add_argument("--steps", type=int, default=10, help="steps per round and variant")
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--iw-samples", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=10,
+                        help="rounds of --steps steps per variant, each starting from the next variant; medians reported")
+    parser.add_argument("--iw-samples", type=int, default=500, help="K of the timed IW-NLL evaluation")
     parser.add_argument("--iw-chunk", type=int, default=50, help="draws folded into the batch at a time")
     parser.add_argument("--amp", default="off", choices=["off", "bf16"], help="bf16 autocast for every variant")
-    parser.add_argument("--beam", type=int, default=5)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--beam", type=int, default=5, help="beam width of the timed beam search")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the default)")
     parser.add_argument("--profile", action="store_true", help="also print the operations that take one step's time")
     parser.add_argument("--validation", action="store_true",
