@@ -29,7 +29,7 @@ data/ptb/ptb.train.txt: | setup
 
 quickstart: setup data
 	@test -f $(RUN)/best.pt || $(PY) cli.py train --data data/ptb --out $(RUN) --max-minutes 4 \
-		--word-keep 0.5 --kl-schedule linear:0,1000 --eval-every 250
+		--dropout 0 --word-keep 0.6 --kl-schedule linear:0,1000 --eval-every 250
 	@echo "--- five sentences from the prior (python cli.py sample $(RUN) -n 5 --decode beam)"
 	@$(PY) cli.py sample $(RUN) -n 5 --decode beam
 	@echo "--- two sentences and their reconstructions (python cli.py reconstruct $(RUN) ... --decode beam)"

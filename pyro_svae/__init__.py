@@ -5,8 +5,8 @@ __version__ = "0.1.0"
 from .errors import SVAEError  # noqa: E402
 from .model import ModelConfig, SentenceVAE  # noqa: E402
 from .objectives import FreeBitsELBO, ImportanceWeightedELBO  # noqa: E402
-from .training import TrainConfig, train  # noqa: E402
+from .training import TrainConfig, config_from, train  # noqa: E402
 from .trained import TrainedVAE, load  # noqa: E402
 
 __all__ = ["FreeBitsELBO", "ImportanceWeightedELBO", "ModelConfig", "SentenceVAE", "SVAEError", "TrainConfig",
-           "TrainedVAE", "load", "train", "__version__"]
+           "TrainedVAE", "config_from", "load", "train", "__version__"]
