@@ -109,6 +109,17 @@ CHOICES = {"tokenizer": ("word", "spm"), "too_long": ("drop", "truncate"), "mode
            "elbo": ("trace", "meanfield"), "prior": ("standard", "hier"), "amp": ("off", "bf16"),
            "preset": tuple(PRESETS)}
 
+# Each float option's range and how its error states it (every one must also be finite).
+FLOAT_RANGES = {
+    "lr": (lambda v: v > 0, "a positive number"),
+    "lr_decay": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "word_keep": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "clip_norm": (lambda v: v >= 0, ">= 0 (0: off)"),
+    "free_bits": (lambda v: v >= 0, ">= 0 (0: off)"),
+    "max_minutes": (lambda v: v >= 0, ">= 0 (0: no limit)"),
+}
+
 
 def make_adam(params, lr):
     """torch's fused Adam (one pass over memory per step) where this build has it."""
@@ -185,14 +196,9 @@ def check_config(c):
     for name in ("max_epochs", "max_steps", "patience", "pretrain_steps", "enc_hidden"):
         if getattr(c, name) < 0:
             raise SVAEError(f"{_flag(name)} {getattr(c, name)}: must be >= 0")
-    for name, low, high, what in (("lr", 0, None, "a positive number"), ("lr_decay", 0, 1, "in (0, 1]"),
-                                  ("dropout", 0, 1, "in [0, 1)"), ("word_keep", 0, 1, "in [0, 1]"),
-                                  ("clip_norm", 0, None, ">= 0 (0: off)"), ("free_bits", 0, None, ">= 0 (0: off)"),
-                                  ("max_minutes", 0, None, ">= 0 (0: no limit)")):
+    for name, (allowed, what) in FLOAT_RANGES.items():
         value = getattr(c, name)
-        ok = math.isfinite(value) and value >= low and (high is None or value <= high)
-        ok = ok and not (name in ("lr", "lr_decay") and value == 0) and not (name == "dropout" and value == 1)
-        if not ok:
+        if not (math.isfinite(value) and allowed(value)):
             raise SVAEError(f"{_flag(name)} {value}: must be {what}")
     if not 0 <= c.seed < 2**32:
         raise SVAEError(f"--seed {c.seed}: must lie in [0, 2^32)")
@@ -266,7 +272,7 @@ def resumed_config(out_dir, overrides):
     stored = read_config(out_dir)["train"]
     for key, value in overrides.items():
         if key not in RESUMABLE and value != stored.get(key):
-            raise SVAEError(f"--{key.replace('_', '-')} {value} differs from the run's {stored.get(key)}; "
+            raise SVAEError(f"{_flag(key)} {value} differs from the run's {stored.get(key)}; "
                             f"a resumed run keeps its data and model settings")
     return TrainConfig(**{**stored, **{k: v for k, v in overrides.items() if k in RESUMABLE}})
 
