@@ -121,19 +121,62 @@ def train(out, resume, quiet, **options):
     """
     from pyro_svae.training import train as run_training
 
+    from pyro_svae.training import check_store_options
+
     given = {k: v for k, v in options.items() if v is not None}
     if resume:
         summary = run_training(out_dir=resume, resume=True, overrides=given, progress=not quiet, log=_log)
     else:
         if not out or not given.get("data"):
             raise click.UsageError("train needs --data and --out (or --resume RUN)")
+        check_store_options(given["data"], given)
         summary = run_training(config_from(**given), out, progress=not quiet, log=_log)
-    run = summary["run"]
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, process 0 reports
+        sys.exit(130 if summary["stopped"] == "interrupted" else 0)
+    run, world = summary["run"], int(os.environ.get("WORLD_SIZE", "1"))
+    again = f"torchrun --nproc_per_node {world} cli.py" if world > 1 else "python cli.py"
     _log(f"stopped ({summary['stopped']}) at step {summary['step']}, epoch {summary['epoch']}; "
          f"best validation ELBO {summary['best_elbo']:.2f}")
-    _log(f"run: {run}  (metrics.csv, checkpoint.pt, best.pt); resume with: python cli.py train --resume {run}")
+    _log(f"run: {run}  (metrics.csv, checkpoint.pt, best.pt); resume with: {again} train --resume {run}")
     if summary["stopped"] == "interrupted":
         sys.exit(130)
+
+
+@cli.command()
+@click.option("--data", required=True, help="Text corpus: a folder with train/valid/test files, or one file split 90/5/5.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder of the token store to write.")
+@click.option("--tokenizer", type=click.Choice(CHOICES["tokenizer"]), default=DEFAULTS.tokenizer, show_default=True,
+              help="word: whitespace words; spm: sentencepiece trained on a sample of up to 2M training lines.")
+@click.option("--vocab-size", type=int, default=DEFAULTS.vocab_size, show_default=True,
+              help="Vocabulary size, specials included.")
+@click.option("--min-count", type=int, default=DEFAULTS.min_count, show_default=True,
+              help="word tokenizer: drop words seen fewer times than this.")
+@click.option("--max-len", type=int, default=DEFAULTS.max_len, show_default=True,
+              help="Maximum tokens per training sentence (</s> not counted); valid/test stay whole.")
+@click.option("--too-long", type=click.Choice(CHOICES["too_long"]), default=DEFAULTS.too_long, show_default=True,
+              help="Longer training sentences: drop or truncate.")
+@click.option("--workers", type=int, default=0, show_default=True,
+              help="Encoding processes (0: one per CPU for corpora over 16 MB, else one).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def prepare(data, out, tokenizer, vocab_size, min_count, max_len, too_long, workers, quiet):
+    """Encode a text corpus once into a token store (memory-mapped; for corpora larger than memory).
+
+    Train on it with train --data STORE; several runs can share one store.
+
+    Example: python cli.py prepare --data data/ptb --out stores/ptb
+    """
+    from pyro_svae.store import StoreOptions, is_store, prepare_store
+    from pyro_svae.training import check_config
+
+    options = StoreOptions(tokenizer, vocab_size, min_count, max_len, too_long)
+    check_config(TrainConfig(**vars(options)))
+    if workers < 0:
+        raise SVAEError(f"--workers {workers}: must be >= 0")
+    if is_store(out):
+        raise SVAEError(f"{out} already holds a token store; remove it or pick another --out")
+    _, splits, _ = prepare_store(data, out, options, workers, log=_log, progress=not quiet)
+    _log(f"store: {out}  ({', '.join(f'{k} {len(v)}' for k, v in splits.items())} sentences); "
+         f"train with: python cli.py train --data {out} --out RUN")
 
 
 def _explorer(run, device, checkpoint, seed):
@@ -463,7 +506,8 @@ def main(argv=None):
     try:
         cli.main(args=argv, prog_name="pyro-svae", standalone_mode=False)
     except SVAEError as e:
-        click.echo(f"error: {e}", err=True)
+        rank = os.environ.get("RANK", "0")  # under torchrun: which process failed, if not the first
+        click.echo(f"error: {'' if rank == '0' else f'[process {rank}] '}{e}", err=True)
         sys.exit(1)
     except click.ClickException as e:
         click.echo(f"error: {e.format_message()}", err=True)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import hashlib
+import math
 import os
 
 import torch
@@ -12,38 +13,75 @@ from .tokenizers import BOS, EOS, PAD
 SPLITS = ("train", "valid", "test")
 
 
+MAX_LINE_BYTES = 1 << 20  # a longer line is skipped (a file that is not one sentence per line)
+
+
 @dataclasses.dataclass
 class ReadStats:
     lines: int = 0
     empty: int = 0
-    undecodable: list = dataclasses.field(default_factory=list)  # 1-based line numbers
+    undecodable_count: int = 0
+    undecodable: list = dataclasses.field(default_factory=list)  # the first 10 such lines, 1-based
+    over_long: int = 0  # lines over max_bytes, skipped
+    max_bytes: int = MAX_LINE_BYTES
 
 
-def read_sentences(path):
-    """UTF-8 lines of ``path``, stripped, skipping empty and undecodable lines: (sentences, stats)."""
+def iter_lines(path, stats, digest=None, bar=None):
+    """Stream the non-empty UTF-8 lines of ``path``, stripped, counting in ``stats`` the lines
+    skipped (empty, undecodable, over ``stats.max_bytes``). ``digest``: a hashlib object fed
+    every byte; ``bar``: a progress bar advanced by bytes."""
+    _check_text_file(path)
+    number = 0
+    with open(path, "rb", buffering=1 << 20) as f:
+        while raw := f.readline(stats.max_bytes + 1):
+            size = len(raw)
+            if digest is not None:
+                digest.update(raw)
+            if size > stats.max_bytes and not raw.endswith(b"\n"):  # skip the rest of the line
+                while (rest := f.readline(1 << 20)) and (size := size + len(rest)):
+                    if digest is not None:
+                        digest.update(rest)
+                    if rest.endswith(b"\n"):
+                        break
+                number += 1
+                stats.lines += 1
+                stats.over_long += 1
+                if bar is not None:
+                    bar.update(size)
+                continue
+            if bar is not None:
+                bar.update(size)
+            number += 1
+            stats.lines += 1
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                stats.undecodable_count += 1
+                if len(stats.undecodable) < 10:
+                    stats.undecodable.append(number)
+                continue
+            if line:
+                yield line
+            else:
+                stats.empty += 1
+    if stats.lines and stats.undecodable_count == stats.lines:
+        raise SVAEError(f"{path}: not UTF-8 text (no line decodes)")
+
+
+def _check_text_file(path):
     if not os.path.exists(path):
         raise SVAEError(f"{path}: no such file or directory")
     if not os.path.isfile(path):
         raise SVAEError(f"{path}: not a file")
     with open(path, "rb") as f:
-        data = f.read()
-    if b"\x00" in data[:65536]:
-        raise SVAEError(f"{path}: not a text file (it contains NUL bytes)")
-    stats, sentences = ReadStats(), []
-    for number, raw in enumerate(data.splitlines(), 1):
-        stats.lines += 1
-        try:
-            line = raw.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            stats.undecodable.append(number)
-            continue
-        if line:
-            sentences.append(line)
-        else:
-            stats.empty += 1
-    if stats.lines and len(stats.undecodable) == stats.lines:
-        raise SVAEError(f"{path}: not UTF-8 text (no line decodes)")
-    return sentences, stats
+        if b"\x00" in f.read(65536):
+            raise SVAEError(f"{path}: not a text file (it contains NUL bytes)")
+
+
+def read_sentences(path):
+    """UTF-8 lines of ``path``, stripped, skipping empty and undecodable lines: (sentences, stats)."""
+    stats = ReadStats()
+    return list(iter_lines(path, stats)), stats
 
 
 def split_files(path):
@@ -200,20 +238,45 @@ def make_batch(ids, index=None):
     return Batch(index, inputs, targets, lengths)
 
 
+class BatchOrder:
+    """An epoch's batches as one permutation of the split and batch boundaries (no Python object
+    per sentence): ``order[i]`` is the i-th batch's positions [b] (int64)."""
+
+    def __init__(self, positions, starts):
+        self.positions, self.starts = positions, starts  # [N], [n_batches + 1]
+
+    def __len__(self):
+        return len(self.starts) - 1
+
+    def __getitem__(self, i):
+        return self.positions[self.starts[i] : self.starts[i + 1]]
+
+    def __eq__(self, other):
+        return torch.equal(self.positions, other.positions) and torch.equal(self.starts, other.starts)
+
+
 def batch_order(split, batch_size, seed, epoch, pool=100):
     """Batches of positions for one epoch: shuffled, then sorted by length inside pools of
-    ``pool`` batches so each batch holds sentences of similar length. Depends only on (seed, epoch)."""
+    ``pool`` batches so each batch holds sentences of similar length, then the batches shuffled.
+    Depends only on (seed, epoch); array operations only."""
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    perm = torch.randperm(len(split), generator=g)
+    n = len(split)
+    perm = torch.randperm(n, generator=g)
     lengths = split.lengths[perm]
-    batches = []
-    step = batch_size * pool
-    for start in range(0, len(perm), step):
-        chunk = perm[start : start + step]
-        chunk = chunk[torch.argsort(lengths[start : start + step], stable=True)]
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    order = torch.randperm(len(batches), generator=g).tolist()
-    return [batches[i].tolist() for i in order]
+    pools = torch.arange(n) // (batch_size * pool)
+    perm = perm[torch.argsort(pools * (int(lengths.max()) + 1 if n else 1) + lengths, stable=True)]
+    n_batches = math.ceil(n / batch_size)
+    shuffled = torch.randperm(n_batches, generator=g)
+    sizes = torch.full((n_batches,), batch_size, dtype=torch.long)
+    if n % batch_size:
+        sizes[-1] = n % batch_size
+    sizes = sizes[shuffled]
+    starts = torch.zeros(n_batches + 1, dtype=torch.long)
+    starts[1:] = sizes.cumsum(0)
+    # batch k of the sorted order lands in slot where shuffled == k
+    source = (shuffled * batch_size).repeat_interleave(sizes) + (
+        torch.arange(n) - starts[:-1].repeat_interleave(sizes))
+    return BatchOrder(perm[source], starts)
 
 
 def sorted_batches(split, batch_size):
@@ -223,4 +286,7 @@ def sorted_batches(split, batch_size):
 
 
 def gather(split, positions):
+    """The Batch of ``split``'s sentences at ``positions`` (a list or an int64 tensor)."""
+    if torch.is_tensor(positions):
+        positions = positions.tolist()
     return make_batch([split.sentence(i) for i in positions], index=positions)

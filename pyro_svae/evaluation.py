@@ -42,17 +42,21 @@ def kl_term(q, p, z):
 
 
 @torch.inference_mode()
-def validate(svae, split, batch_size=64, seed=0, iw_samples=0):
+def validate(svae, split, batch_size=64, seed=0, iw_samples=0, world=None):
     """Mean ELBO, reconstruction and KL per sentence over ``split``, and the ELBO perplexity bound
     exp(-sum ELBO / tokens), tokens counting </s>. iw_samples = K > 0: also the mean K-sample
-    importance-weighted bound "iw" (the ELBO terms then average the same K draws). Leaves the
-    global RNG as it found it."""
+    importance-weighted bound "iw" (the ELBO terms then average the same K draws). Each batch
+    draws from its own seed, so ``world`` (distributed.World) can share the batches among
+    processes and sum their totals: the same numbers as one process. Leaves the global RNG as
+    it found it."""
     was_training = svae.training
     svae.eval()
-    totals = {"rec": 0.0, "kl": 0.0, "iw": 0.0, "tokens": 0, "sentences": 0}
+    totals = dict.fromkeys(("rec", "kl", "iw", "tokens", "sentences"), 0.0)
     with forked_rng(svae.device):
-        torch.manual_seed(seed)
-        for positions in sorted_batches(split, batch_size):
+        for i, positions in enumerate(sorted_batches(split, batch_size)):
+            if world is not None and i % world.size != world.rank:
+                continue
+            torch.manual_seed(seed * 1_000_003 + i)
             batch = gather(split, positions).to(svae.device)
             if iw_samples:
                 log_px, rec, kl = iw_log_likelihood(svae, batch, iw_samples, chunk=iw_samples)
@@ -64,6 +68,8 @@ def validate(svae, split, batch_size=64, seed=0, iw_samples=0):
             totals["tokens"] += batch.num_tokens()
             totals["sentences"] += batch.size
     svae.train(was_training)
+    if world is not None:
+        totals = dict(zip(totals, world.sum(list(totals.values()), svae.device)))
     n = max(totals["sentences"], 1)
     elbo = totals["rec"] - totals["kl"]
     return {
@@ -72,8 +78,8 @@ def validate(svae, split, batch_size=64, seed=0, iw_samples=0):
         "kl": totals["kl"] / n,
         "ppl_bound": math.exp(min(-elbo / max(totals["tokens"], 1), 700.0)),
         **({"iw": totals["iw"] / n} if iw_samples else {}),
-        "sentences": totals["sentences"],
-        "tokens": totals["tokens"],
+        "sentences": int(totals["sentences"]),
+        "tokens": int(totals["tokens"]),
     }
 
 

@@ -1,4 +1,5 @@
-"""A run directory: config.json, tokenizer, corpus.pt (encoded splits), checkpoint.pt, best.pt,
+"""A run directory: config.json, tokenizer, the token store (SPLIT.tokens/.offsets and store.json,
+unless the run reads a prepared store; corpus.pt in runs of version 0.1), checkpoint.pt, best.pt,
 metrics.csv, and .lock (held by the one process that trains into it). This module reads and
 writes them and rebuilds a trained model."""
 
@@ -16,8 +17,8 @@ from .errors import SVAEError
 from .model import ModelConfig, SentenceVAE
 from .tokenizers import load_tokenizer, vocab_hash
 
-CONFIG, CHECKPOINT, BEST, CORPUS, METRICS, LOCK = (
-    "config.json", "checkpoint.pt", "best.pt", "corpus.pt", "metrics.csv", ".lock")
+CONFIG, CHECKPOINT, BEST, CORPUS, METRICS, LOCK, STORE_FILE = (
+    "config.json", "checkpoint.pt", "best.pt", "corpus.pt", "metrics.csv", ".lock", "store.json")
 
 
 @contextlib.contextmanager
@@ -67,7 +68,24 @@ def model_config(config, vocab_size):
 
 
 def load_corpus(run_dir):
-    state = torch.load(os.path.join(run_dir, CORPUS), weights_only=True)
+    """{split: encoded split} of a run: its own token store, the prepared store it was trained
+    from, or (runs of version 0.1) corpus.pt."""
+    from .store import is_store, open_store, read_store_info
+
+    if is_store(run_dir):
+        return open_store(run_dir)
+    store = read_config(run_dir).get("store")
+    if store:
+        if not is_store(store):
+            raise SVAEError(f"{run_dir}: its token store {store} is gone; prepare it again there "
+                            f"(python cli.py prepare --data CORPUS --out {store})")
+        if read_store_info(store)["vocab_hash"] != vocab_hash(load_tokenizer(run_dir)):
+            raise SVAEError(f"{run_dir}: the token store {store} now holds another vocabulary than the run's")
+        return open_store(store)
+    path = os.path.join(run_dir, CORPUS)
+    if not os.path.isfile(path):
+        raise SVAEError(f"{run_dir}: the run has no corpus (no {STORE_FILE} or {CORPUS})")
+    state = torch.load(path, weights_only=True)
     return {name: EncodedSplit(s["tokens"], s["offsets"]) for name, s in state["splits"].items()}
 
 

@@ -27,8 +27,13 @@ class WordTokenizer:
     @classmethod
     def build(cls, sentences, max_size=None, min_count=1):
         """Vocabulary from training sentences: the most frequent words, ties by first use."""
-        counts = collections.Counter(w for s in sentences for w in s.split())
-        words = [w for w, c in counts.most_common() if c >= min_count and w not in SPECIALS]
+        return cls.from_counts(collections.Counter(w for s in sentences for w in s.split()), max_size, min_count)
+
+    @classmethod
+    def from_counts(cls, counts, max_size=None, min_count=1):
+        """Vocabulary from {word: count} in order of first use: the most frequent words, ties by first use."""
+        ranked = sorted(counts.items(), key=lambda item: item[1], reverse=True)  # stable: ties keep first use
+        words = [w for w, c in ranked if c >= min_count and w not in SPECIALS]
         if max_size is not None:
             words = words[: max(0, max_size - len(SPECIALS))]
         return cls(SPECIALS + words)

@@ -97,8 +97,9 @@ class TrainedVAE:
 
     def split(self, name="test", input_file=None, limit=0):
         """An evaluation split: one of the run's (train/valid/test), or a text file encoded with
-        the run's tokenizer; ``limit`` keeps the first sentences only. An EncodedSplit passes through."""
-        if isinstance(name, EncodedSplit):
+        the run's tokenizer; ``limit`` keeps the first sentences only. An encoded split (EncodedSplit,
+        store.MappedSplit) passes through."""
+        if not isinstance(name, str):
             split = name
         elif input_file:
             sentences, _ = read_sentences(input_file)

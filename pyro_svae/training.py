@@ -3,6 +3,7 @@
 ``train(TrainConfig(...), out_dir)`` starts a run; ``train(..., resume=True)`` continues one
 exactly where its checkpoint left it (same batches, same random draws)."""
 
+import contextlib
 import csv
 import dataclasses
 import datetime
@@ -10,6 +11,7 @@ import io
 import math
 import os
 import platform
+import shutil
 import signal
 import threading
 import time
@@ -22,17 +24,19 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .checkpoint import atomic_save, atomic_write_bytes, load_checkpoint, remove_temporaries
-from .corpus import batch_order, encode_sentences, gather, load_text_splits, split_files
+from .corpus import batch_order, gather, split_files
 from .devices import check_amp, forked_rng, resolve_device
+from .distributed import World, join, leave
 from .errors import SVAEError
 from .evaluation import latent_kl, validate
 from .guides import guide_class, make_guide
 from .model import BETA_FLOOR, ModelConfig, SentenceVAE
 from .objectives import FreeBitsELBO, ImportanceWeightedELBO
-from .rundir import (BEST, CHECKPOINT, CONFIG, CORPUS, METRICS, load_corpus, model_config, read_config,
+from .rundir import (BEST, CHECKPOINT, CONFIG, METRICS, load_corpus, model_config, read_config,
                      restore_model, write_config, writer_lock)
 from .schedules import parse_schedule
-from .tokenizers import SentencePieceTokenizer, WordTokenizer, load_tokenizer, vocab_hash
+from .store import StoreOptions, is_store, load_store, prepare_store, read_store_info
+from .tokenizers import load_tokenizer, vocab_hash
 
 
 @dataclasses.dataclass
@@ -139,6 +143,7 @@ class GlobalClipAdam(PyroOptim):
         super().__init__(torch.optim.Adam, {"lr": lr})
         self.lr, self.clip_norm = lr, clip_norm
         self.adam, self.params, self.pending = None, None, None
+        self.sync = None  # called with the parameters before each step (data parallel: sums gradients)
 
     def __call__(self, params, *args, **kwargs):
         if self.adam is None:
@@ -146,6 +151,8 @@ class GlobalClipAdam(PyroOptim):
             self.adam = make_adam(self.params, self.lr)
             if self.pending is not None:
                 self.adam.load_state_dict(self.pending)
+        if self.sync is not None:
+            self.sync(self.params)
         if self.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
         self.adam.step()
@@ -223,48 +230,48 @@ def _flag(name):
     return "--" + name.replace("_", "-")
 
 
-def _log_read(log, split, stats):
-    if stats.undecodable:
-        shown = ", ".join(map(str, stats.undecodable[:10])) + (" ..." if len(stats.undecodable) > 10 else "")
-        log(f"warning: {split}: {len(stats.undecodable)} lines are not UTF-8 and were skipped (lines {shown})")
-    if stats.empty:
-        log(f"{split}: {stats.empty} empty lines skipped")
+STORE_OPTIONS = tuple(StoreOptions.__dataclass_fields__)  # fixed by a prepared store
 
 
-def prepare_run(c, out_dir, log):
-    """Read and tokenize the corpus once; write the tokenizer, corpus.pt and config.json."""
-    texts, read_stats, checksums = load_text_splits(c.data)
-    for split, stats in read_stats.items():
-        _log_read(log, split, stats)
-    if c.tokenizer == "word":
-        tokenizer = WordTokenizer.build(texts["train"], max_size=c.vocab_size, min_count=c.min_count)
-    else:
+def store_options(c):
+    return StoreOptions(**{k: getattr(c, k) for k in STORE_OPTIONS})
+
+
+def check_store_options(data, given):
+    """Options given with ``--data STORE`` must agree with the store's (they are its tokenizer's)."""
+    if not is_store(data):
+        return
+    stored = read_store_info(data)["options"]
+    for key in STORE_OPTIONS:
+        if key in given and given[key] != stored[key]:
+            raise SVAEError(f"{_flag(key)} {given[key]}: the store {data} was prepared with {stored[key]}; "
+                            f"prepare another store to change it")
+
+
+def prepare_run(c, out_dir, log, progress=True):
+    """The run's corpus: a prepared store (``--data STORE``, shared, not copied: its tokenizer
+    options become the run's), or raw text encoded into a store inside the run directory.
+    Writes the tokenizer and config.json. -> (config, tokenizer, {split: MappedSplit})."""
+    if is_store(c.data):
+        tokenizer, splits, info = load_store(c.data)
+        c = dataclasses.replace(c, **info["options"])
         os.makedirs(out_dir, exist_ok=True)
-        tokenizer = SentencePieceTokenizer.build(texts["train"], out_dir, vocab_size=c.vocab_size)
-    splits, counts = {}, {}
-    for name, sentences in texts.items():
-        # --max-len limits training only: evaluation splits stay whole, so their numbers compare
-        limit = c.max_len if name == "train" else None
-        splits[name], enc = encode_sentences(sentences, tokenizer, limit, c.too_long)
-        counts[name] = {"sentences": len(splits[name]), "tokens": int(splits[name].lengths.sum()),
-                        "too_long": enc.too_long, "empty_after_tokenizing": enc.empty}
-        verb = "dropped" if c.too_long == "drop" else "truncated"
-        log(f"{name}: {len(splits[name])} sentences, {counts[name]['tokens']} tokens"
-            + (f"; {enc.too_long} over --max-len {c.max_len} {verb}" if enc.too_long else ""))
-    if len(splits["train"]) == 0:
-        raise SVAEError(f"{c.data}: no valid training sentence (empty, undecodable or over --max-len)")
-    if len(splits["valid"]) == 0:
-        raise SVAEError(f"{c.data}: no validation sentence; give a valid split or more sentences")
-    os.makedirs(out_dir, exist_ok=True)
-    tokenizer.save(out_dir)
-    atomic_save({"splits": {k: v.state() for k, v in splits.items()}}, os.path.join(out_dir, CORPUS))
+        for name in ("tokenizer.json", getattr(tokenizer, "model_path", None)):
+            if name:
+                shutil.copyfile(os.path.join(c.data, os.path.basename(name)), os.path.join(out_dir, os.path.basename(name)))
+        log(f"data: the token store {c.data} ({info['options']['tokenizer']}, {len(tokenizer)} ids; "
+            + ", ".join(f"{k} {v['sentences']} sentences" for k, v in info["splits"].items()) + ")")
+        store = os.path.abspath(c.data)
+    else:
+        tokenizer, splits, info = prepare_store(c.data, out_dir, store_options(c), log=log, progress=progress)
+        store = ""
     write_config(out_dir, {
-        "train": dataclasses.asdict(c), "vocab_size": len(tokenizer), "data_sha256": checksums,
-        "counts": counts, "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        "train": dataclasses.asdict(c), "vocab_size": len(tokenizer), "data_sha256": info["data_sha256"],
+        "store": store, "counts": info["splits"], "created": datetime.datetime.now().isoformat(timespec="seconds"),
         "versions": {"pyro_svae": __version__, "pyro": pyro.__version__, "torch": torch.__version__,
                      "python": platform.python_version()},
     })
-    return tokenizer, splits
+    return c, tokenizer, splits
 
 
 def resumed_config(out_dir, overrides):
@@ -278,14 +285,23 @@ def resumed_config(out_dir, overrides):
 
 
 class Trainer:
-    def __init__(self, c, out_dir, tokenizer, splits, log=print, progress=True):
-        self.c, self.out_dir, self.log, self.progress = c, out_dir, log, progress
+    """One process's training loop. With several processes (``world``), each computes the
+    gradient on its share of every global batch, the gradients are summed before the step, and
+    process 0 alone validates the reduced metrics into files, logs and shows progress."""
+
+    def __init__(self, c, out_dir, tokenizer, splits, log=print, progress=True, world=None, device=None):
+        self.world = world or World()
+        self.c, self.out_dir, self.progress = c, out_dir, progress and self.world.main
+        self.log = log if self.world.main else (lambda *a: None)
         self.tokenizer, self.splits = tokenizer, splits
-        self.device = resolve_device(c.device)
+        self.device = device if device is not None else resolve_device(c.device)
         check_amp(c.amp, self.device)
         pyro.clear_param_store()
         pyro.set_rng_seed(c.seed)
         self.svae = SentenceVAE(model_config({"train": dataclasses.asdict(c)}, len(tokenizer))).to(self.device)
+        self.world.broadcast_params(self.svae)
+        if self.world.rank:  # its own draws (word dropout, z): process 0 keeps one process's stream
+            torch.manual_seed(c.seed + self.world.rank * 2**32)
         self.optim = GlobalClipAdam(c.lr, c.clip_norm)
         loss = make_loss(c)
         # Pyro's ELBOs bring their own loss_and_grads; ours backpropagates without retaining the graph
@@ -294,7 +310,8 @@ class Trainer:
         self.batches_per_epoch = math.ceil(len(splits["train"]) / c.batch_size)
         self.total_steps = c.max_steps or (c.max_epochs * self.batches_per_epoch) or None
         self.schedule = parse_schedule(c.kl_schedule, self.total_steps)
-        self.last_metrics, self.warned = None, False
+        self.last_metrics, self.warned, self.checkpointed = None, False, False
+        self.tokens, self.eval_seconds = 0, 0.0  # real tokens trained on (all processes); time validating
         self.pos = {"step": 0, "epoch": 0, "batch": 0, "best_elbo": -math.inf, "bad_evals": 0, "minutes": 0.0,
                     "lr": c.lr}
 
@@ -303,8 +320,11 @@ class Trainer:
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.world.distributed:  # every process's generator: resuming with as many is exact
+            rng["ranks"] = self.world.gather({k: v.cpu() for k, v in rng.items()})
         state = {"model": self.svae.state_dict(), "position": dict(self.pos), "rng": rng,
-                 "vocab_hash": vocab_hash(self.tokenizer), "config": dataclasses.asdict(self.c)}
+                 "processes": self.world.size, "vocab_hash": vocab_hash(self.tokenizer),
+                 "config": dataclasses.asdict(self.c)}
         if with_optim:
             state["optim"] = self.optim.get_state()
         return state
@@ -318,9 +338,17 @@ class Trainer:
         self.optim.set_state(state["optim"])
         self.pos.update(state["position"])
         self.optim.set_lr(self.pos["lr"])
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        if self.device.type == "cuda" and "cuda" in state["rng"]:
-            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
+        self.checkpointed = True
+        processes, rng = state.get("processes", 1), state["rng"]
+        if processes != self.world.size:
+            self.log(f"{path}: trained by {processes} process(es), continued by {self.world.size}: the "
+                     "batches and weights carry on, the random draws start afresh (not bit-exact)")
+            torch.manual_seed(self.c.seed + self.world.rank * 2**32 + self.pos["step"] * 2**40)
+            return
+        rng = rng["ranks"][self.world.rank] if self.world.distributed else rng
+        torch.set_rng_state(rng["torch"].cpu())
+        if self.device.type == "cuda" and "cuda" in rng:
+            torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
 
     # -- the loop ---------------------------------------------------------------------------
     def beta(self, step):
@@ -363,14 +391,17 @@ class Trainer:
         self.optim.reset(self.svae.decoder.parameters())  # and its Adam state
         self.log(f"step {self.pos['step']}: autoencoder pretraining done; decoder re-initialized")
 
-    def stop_reason(self, started):
+    def time_up(self, started):
+        return bool(self.c.max_minutes) and self.pos["minutes"] + (time.time() - started) / 60 >= self.c.max_minutes
+
+    def stop_reason(self, time_up):
+        """Why to stop now, or None. ``time_up``: the time budget is spent (on any process)."""
         c, p = self.c, self.pos
-        minutes = p["minutes"] + (time.time() - started) / 60
         if c.max_steps and p["step"] >= c.max_steps:
             return "max-steps"
         if c.max_epochs and p["epoch"] >= c.max_epochs:
             return "max-epochs"
-        if c.max_minutes and minutes >= c.max_minutes:
+        if time_up:
             return "max-minutes"
         if c.patience and p["bad_evals"] >= c.patience:
             return "early stopping"
@@ -378,21 +409,29 @@ class Trainer:
 
     def run(self):
         """Train until a budget, early stopping or Ctrl-C; returns a summary with every step's loss."""
-        c, p, train = self.c, self.pos, self.splits["train"]
+        c, p, train, world = self.c, self.pos, self.splits["train"], self.world
         size = len(train)
         interrupted = []
-        restore_sigint = _catch_sigint(interrupted)
+        restore_signals = _catch_stop_signals(interrupted)
         started, losses, last_eval = time.time(), [], p["step"]
         bar = tqdm(total=self.total_steps, initial=p["step"], unit="step", disable=not self.progress,
                    dynamic_ncols=True, smoothing=0.05)
         window = [time.time(), 0]  # tokens/s since the last display
-        reason = self.stop_reason(started)
+        time_up, stop = (x > 0 for x in world.sum([self.time_up(started), bool(interrupted)], self.device))
+        reason = self.stop_reason(time_up)
         self.svae.train()
         try:
-            while reason is None and not interrupted:
+            while reason is None and not stop:
                 order = batch_order(train, c.batch_size, c.seed, p["epoch"])
                 while p["batch"] < len(order):
-                    batch = gather(train, order[p["batch"]]).to(self.device)
+                    positions = order[p["batch"]]
+                    if len(positions) < world.size:  # an epoch's last batch, too small to share: skipped
+                        p["batch"] += 1
+                        continue
+                    local = world.shard(positions)
+                    weight = len(local) / len(positions)  # this process's part of the global estimate
+                    self.optim.sync = lambda params: world.sum_grads(params, weight)
+                    batch = gather(train, local).to(self.device)
                     if c.pretrain_steps and p["step"] == c.pretrain_steps:
                         self.reset_decoder()
                     beta = self.beta(p["step"])
@@ -401,36 +440,47 @@ class Trainer:
                     with torch.autocast(self.device.type, torch.bfloat16, enabled=c.amp == "bf16"), \
                             pyro.validation_enabled(False):
                         loss = self.svi.step(batch, size=size, beta=beta, word_keep=c.word_keep)
+                    # the global batch's loss, and whether any process was stopped or ran out of time
+                    loss, tokens, time_up, stop = world.sum(
+                        [loss * weight, batch.num_tokens(), self.time_up(started), bool(interrupted)], self.device)
+                    time_up, stop = time_up > 0, stop > 0
                     if not math.isfinite(loss):
+                        if not world.main:
+                            raise SystemExit(1)  # process 0 says why
                         raise SVAEError(f"the loss became {loss} at step {p['step'] + 1} (the run's last "
                                         "checkpoint is intact); train again with a lower --lr or --clip-norm")
                     losses.append(loss)
                     p["step"] += 1
                     p["batch"] += 1
-                    window[1] += batch.num_tokens()
+                    window[1] += tokens
+                    self.tokens += tokens
                     bar.update(1)
-                    if p["step"] % 20 == 0 or p["step"] == 1:
+                    if self.progress and (p["step"] % 20 == 0 or p["step"] == 1):
                         self._show(bar, batch, loss / size, beta, window, started)
                     if p["step"] % c.eval_every == 0:
                         self.evaluate(started, losses[last_eval - p["step"]:], beta)
                         last_eval = p["step"]
-                    reason = self.stop_reason(started)
-                    if reason or interrupted:
+                    reason = self.stop_reason(time_up)
+                    # one process stops at once; several learn of a signal at the next step's sum
+                    stop = stop or (bool(interrupted) and not world.distributed)
+                    if reason or stop:
                         break
                 else:
                     p["epoch"] += 1
                     p["batch"] = 0
-                    reason = self.stop_reason(started)
+                    reason = self.stop_reason(time_up)
         finally:
-            restore_sigint()
+            restore_signals()
             bar.close()
-        if interrupted:
+        train_seconds = time.time() - started - self.eval_seconds  # the steps alone
+        if stop:
             reason = "interrupted"
-        if p["step"] != last_eval or not os.path.isfile(os.path.join(self.out_dir, CHECKPOINT)):
+        if p["step"] != last_eval or not self.checkpointed:
             self.evaluate(started, losses[last_eval - p["step"]:] if p["step"] > last_eval else [],
                           self.beta(max(p["step"] - 1, 0)))
         return {"run": self.out_dir, "stopped": reason, "step": p["step"], "epoch": p["epoch"],
-                "best_elbo": p["best_elbo"], "losses": losses, "last": self.last_metrics}
+                "best_elbo": p["best_elbo"], "losses": losses, "last": self.last_metrics,
+                "tokens": int(self.tokens), "train_seconds": train_seconds, "processes": world.size}
 
     def _show(self, bar, batch, loss, beta, window, started):
         with torch.no_grad(), forked_rng(self.device):
@@ -445,10 +495,17 @@ class Trainer:
         window[0], window[1] = now, 0
 
     def evaluate(self, started, recent_losses, beta):
+        began = time.time()
+        try:
+            return self._evaluate(started, recent_losses, beta)
+        finally:
+            self.eval_seconds += time.time() - began
+
+    def _evaluate(self, started, recent_losses, beta):
         p = self.pos
         k = self.c.iw_particles
         m = validate(self.svae, self.splits["valid"], max(self.c.batch_size, 64), seed=self.c.seed,
-                     iw_samples=k if k > 1 else 0)
+                     iw_samples=k if k > 1 else 0, world=self.world)
         minutes = p["minutes"] + (time.time() - started) / 60
         score = m["iw"] if k > 1 else m["elbo"]  # the bound that training maximizes selects best.pt
         improved = score > p["best_elbo"]
@@ -466,12 +523,19 @@ class Trainer:
                "val_ppl_bound": round(m["ppl_bound"], 3), "lr": p["lr"], "minutes": round(minutes, 3)}
         if k > 1:
             row["val_iw"] = round(m["iw"], 4)
-        _append_metrics(os.path.join(self.out_dir, METRICS), row)
+        main = self.world.main  # every process builds the states (a collective); process 0 writes them
+        if main:
+            _append_metrics(os.path.join(self.out_dir, METRICS), row)
         saved_minutes, p["minutes"] = p["minutes"], minutes
         if improved:
-            atomic_save(self.state(with_optim=False), os.path.join(self.out_dir, BEST))
-        atomic_save(self.state(), os.path.join(self.out_dir, CHECKPOINT))
+            best = self.state(with_optim=False)
+            if main:
+                atomic_save(best, os.path.join(self.out_dir, BEST))
+        last = self.state()
+        if main:
+            atomic_save(last, os.path.join(self.out_dir, CHECKPOINT))
         p["minutes"] = saved_minutes
+        self.checkpointed = True
         self.last_metrics = row
         with tqdm.external_write_mode():
             iw = f", IW bound (K={k}) {m['iw']:.2f}" if k > 1 else ""
@@ -513,57 +577,102 @@ def _truncate_metrics(path, step):
         atomic_write_bytes(path, out.getvalue().encode())
 
 
-def _catch_sigint(flag):
-    """First Ctrl-C: finish the current step, save, stop. A second one stops at once."""
+def _catch_stop_signals(flag):
+    """First Ctrl-C (or SIGTERM, which torchrun sends its workers): finish the current step,
+    save, stop. A second one stops at once."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    previous = signal.getsignal(signal.SIGINT)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def handler(signum, frame):
         flag.append(True)
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
-    signal.signal(signal.SIGINT, handler)
-    return lambda: signal.signal(signal.SIGINT, previous)
+    for sig in previous:
+        signal.signal(sig, handler)
+    return lambda: [signal.signal(sig, old) for sig, old in previous.items()]
 
 
 def train(config=None, out_dir=None, resume=False, overrides=None, log=print, progress=True):
     """Start a run in ``out_dir`` from ``config``, or resume it (``resume=True``; ``overrides``
     may change the budget). Returns the summary of ``Trainer.run``. The process holds the run's
-    writer lock throughout (a second writer is refused)."""
+    writer lock throughout (a second writer is refused).
+
+    Under ``torchrun`` every process calls this: process 0 checks, locks and prepares the run
+    while the others wait, then all train together (distributed.py)."""
+    overrides = overrides or {}
+    world, device = join(_requested_device(config, out_dir, resume, overrides))
+    try:
+        with contextlib.ExitStack() as held:
+            failure = None
+            if world.main:
+                try:
+                    _start(config, out_dir, resume, overrides, log, progress, held)
+                except SVAEError as e:
+                    failure = e
+            if world.broadcast(str(failure) if failure else None) is not None:
+                if failure:
+                    raise failure
+                raise SystemExit(1)  # process 0 printed why
+            return _run(out_dir, resume, overrides, log, progress, world, device)
+    finally:
+        leave()
+
+
+def _requested_device(config, out_dir, resume, overrides):
+    if not resume:
+        return config.device
+    try:
+        return overrides.get("device") or read_config(out_dir)["train"].get("device", "auto")
+    except SVAEError:
+        return "auto"  # process 0 reports what is wrong with the run, once
+
+
+def _start(config, out_dir, resume, overrides, log, progress, held):
+    """Process 0: check everything, take the writer lock (kept in ``held``), prepare a new run."""
     if not resume:
         check_config(config)
         resolve_device(config.device)
-        split_files(config.data)  # the corpus is there, before the run directory is created
+        if is_store(config.data):
+            load_store(config.data)  # a readable store, before the run directory is created
+        else:
+            split_files(config.data)  # the corpus is there, before the run directory is created
     else:
         read_config(out_dir)  # a folder that is not a run: one line, and no lock file left in it
-    with writer_lock(out_dir):
-        removed = remove_temporaries(out_dir)
-        if removed:
-            log(f"{out_dir}: removed {removed} temporary file(s) left by an interrupted write")
-        if resume:
-            return _resume(out_dir, overrides or {}, log, progress)
-        if os.path.isfile(os.path.join(out_dir, CHECKPOINT)) or os.path.isfile(os.path.join(out_dir, CONFIG)):
-            raise SVAEError(f"{out_dir} already holds a run; resume it with --resume {out_dir} or pick another --out")
-        tokenizer, splits = prepare_run(config, out_dir, log)
-        trainer = Trainer(config, out_dir, tokenizer, splits, log, progress)
+    held.enter_context(writer_lock(out_dir))
+    removed = remove_temporaries(out_dir)
+    if removed:
+        log(f"{out_dir}: removed {removed} temporary file(s) left by an interrupted write")
+    if resume:
+        check_config(resumed_config(out_dir, overrides))
+        return
+    if os.path.isfile(os.path.join(out_dir, CHECKPOINT)) or os.path.isfile(os.path.join(out_dir, CONFIG)):
+        raise SVAEError(f"{out_dir} already holds a run; resume it with --resume {out_dir} or pick another --out")
+    prepare_run(config, out_dir, log, progress)
+
+
+def _run(out_dir, resume, overrides, log, progress, world, device):
+    """Every process: build the trainer from the run directory, restore or initialize, train."""
+    config = resumed_config(out_dir, overrides) if resume else TrainConfig(**read_config(out_dir)["train"])
+    tokenizer, splits = load_tokenizer(out_dir), load_corpus(out_dir)
+    trainer = Trainer(config, out_dir, tokenizer, splits, log, progress, world, device)
+    if resume:
+        path = os.path.join(out_dir, CHECKPOINT)
+        if os.path.isfile(path):
+            trainer.restore(path)
+        else:  # stopped after preparing the corpus, before the first checkpoint: start over
+            trainer.log(f"{out_dir} has no {CHECKPOINT} yet; training from step 0")
+        if world.main:
+            _truncate_metrics(os.path.join(out_dir, METRICS), trainer.pos["step"])
+        trainer.log(f"resuming {out_dir} at step {trainer.pos['step']}"
+                    + (f" with {world.size} processes" if world.distributed else ""))
+    else:
         if config.init_decoder:
             trainer.init_decoder(config.init_decoder)
         if config.init_from:
             trainer.init_from(config.init_from)
-        return trainer.run()
-
-
-def _resume(out_dir, overrides, log, progress):
-    config = resumed_config(out_dir, overrides)
-    check_config(config)
-    tokenizer, splits = load_tokenizer(out_dir), load_corpus(out_dir)
-    trainer = Trainer(config, out_dir, tokenizer, splits, log, progress)
-    path = os.path.join(out_dir, CHECKPOINT)
-    if os.path.isfile(path):
-        trainer.restore(path)
-    else:  # stopped after preparing the corpus, before the first checkpoint: start over
-        log(f"{out_dir} has no {CHECKPOINT} yet; training from step 0")
-    _truncate_metrics(os.path.join(out_dir, METRICS), trainer.pos["step"])
-    log(f"resuming {out_dir} at step {trainer.pos['step']}")
+        if world.distributed:
+            trainer.log(f"training with {world.size} processes ({torch.distributed.get_backend()}), "
+                        f"{config.batch_size} sentences per step in all")
     return trainer.run()

@@ -212,7 +212,7 @@ def test_pretraining_resets_the_decoder_and_keeps_the_encoder(corpus, tmp_path):
     from conftest import quiet, tiny_config
 
     config = tiny_config(corpus, pretrain_steps=5, max_steps=6)
-    tokenizer, splits = prepare_run(config, str(tmp_path / "run"), quiet)
+    config, tokenizer, splits = prepare_run(config, str(tmp_path / "run"), quiet)
     trainer = Trainer(config, str(tmp_path / "run"), tokenizer, splits, log=quiet, progress=False)
     assert trainer.beta(0) == trainer.beta(4) == pytest.approx(1e-4)
     assert trainer.beta(5) == trainer.schedule(0) and trainer.beta(15) == trainer.schedule(10)

@@ -31,7 +31,7 @@ def test_metrics_csv_and_run_directory(corpus, tmp_path):
     run = tmp_path / "run"
     summary = train(tiny_config(corpus, max_steps=30, eval_every=10), str(run), log=quiet, progress=False)
     assert summary["stopped"] == "max-steps"
-    assert {"config.json", "tokenizer.json", "corpus.pt", "checkpoint.pt", "best.pt", "metrics.csv"} <= set(os.listdir(run))
+    assert {"config.json", "tokenizer.json", "store.json", "train.tokens", "train.offsets", "checkpoint.pt", "best.pt", "metrics.csv"} <= set(os.listdir(run))
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [int(r["step"]) for r in rows] == [10, 20, 30]
     assert float(rows[-1]["val_elbo"]) > float(rows[0]["val_elbo"])  # it learns
@@ -87,8 +87,8 @@ def test_learning_rate_decays_on_a_plateau_and_resumes(corpus, tmp_path, monkeyp
 
     real = training.validate
 
-    def worsening(svae, split, batch_size=64, seed=0, iw_samples=0):  # every validation is worse than the last
-        m = real(svae, split, batch_size, seed, iw_samples)
+    def worsening(svae, split, batch_size=64, seed=0, iw_samples=0, world=None):  # each validation worse
+        m = real(svae, split, batch_size, seed, iw_samples, world)
         worsening.calls += 1
         return {**m, "elbo": -1000.0 - worsening.calls}
 
