@@ -262,21 +262,22 @@ def batch_order(split, batch_size, seed, epoch, pool=100):
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     n = len(split)
     perm = torch.randperm(n, generator=g)
-    lengths = split.lengths[perm]
-    pools = torch.arange(n) // (batch_size * pool)
-    perm = perm[torch.argsort(pools * (int(lengths.max()) + 1 if n else 1) + lengths, stable=True)]
-    n_batches = math.ceil(n / batch_size)
-    shuffled = torch.randperm(n_batches, generator=g)
-    sizes = torch.full((n_batches,), batch_size, dtype=torch.long)
-    if n % batch_size:
-        sizes[-1] = n % batch_size
-    sizes = sizes[shuffled]
-    starts = torch.zeros(n_batches + 1, dtype=torch.long)
-    starts[1:] = sizes.cumsum(0)
-    # batch k of the sorted order lands in slot where shuffled == k
-    source = (shuffled * batch_size).repeat_interleave(sizes) + (
-        torch.arange(n) - starts[:-1].repeat_interleave(sizes))
-    return BatchOrder(perm[source], starts)
+    key = split.lengths[perm]  # sort key: (pool, length), built in place
+    key += torch.arange(n).floor_divide_(batch_size * pool).mul_(int(key.max()) + 1 if n else 1)
+    perm = perm[torch.argsort(key, stable=True)]
+    del key
+    # the batches (consecutive runs of batch_size; the last may be short) in a random order
+    n_full, rest = divmod(n, batch_size)
+    shuffled = torch.randperm(n_full + (rest > 0), generator=g)
+    full = perm[: n_full * batch_size].view(n_full, batch_size)
+    short = (shuffled == n_full).nonzero().flatten().tolist()  # the short batch's slot, if any
+    cut = short[0] if short else n_full
+    positions = torch.cat([full[shuffled[:cut]].flatten(), perm[n_full * batch_size :],
+                           full[shuffled[cut + 1 :]].flatten()])
+    starts = torch.arange(n_full + (rest > 0) + 1) * batch_size
+    if rest:
+        starts[cut + 1 :] -= batch_size - rest
+    return BatchOrder(positions, starts)
 
 
 def sorted_batches(split, batch_size):
