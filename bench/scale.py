@@ -138,7 +138,7 @@ def main():
     for n in [int(s) for s in args.processes.split(",")]:
         m = run_child(["_train", store, os.path.join(args.work, f"run-p{n}"), str(args.steps), "cpu"],
                       env={"OMP_NUM_THREADS": "1"}, launcher=torchrun(n) if n > 1 else None)
-        rows.append((f"train, {n} process(es)", "1x", "1 thread each", f"{m['tokens_per_s']:,.0f} tokens/s",
+        rows.append((f"train, {n} process{'es' if n > 1 else ''}", "1x", "1 thread each", f"{m['tokens_per_s']:,.0f} tokens/s",
                      f"{m['peak_mb']:.0f} MB (process 0)"))
         print(*rows[-1], sep=" | ", flush=True)
     if args.gpu:

@@ -5,8 +5,9 @@ __version__ = "0.1.0"
 from .errors import SVAEError  # noqa: E402
 from .model import ModelConfig, SentenceVAE  # noqa: E402
 from .objectives import FreeBitsELBO, ImportanceWeightedELBO  # noqa: E402
+from .store import StoreOptions, load_store, prepare_store  # noqa: E402
 from .training import TrainConfig, config_from, train  # noqa: E402
 from .trained import TrainedVAE, load  # noqa: E402
 
-__all__ = ["FreeBitsELBO", "ImportanceWeightedELBO", "ModelConfig", "SentenceVAE", "SVAEError", "TrainConfig",
-           "TrainedVAE", "config_from", "load", "train", "__version__"]
+__all__ = ["FreeBitsELBO", "ImportanceWeightedELBO", "ModelConfig", "SentenceVAE", "StoreOptions", "SVAEError",
+           "TrainConfig", "TrainedVAE", "config_from", "load", "load_store", "prepare_store", "train", "__version__"]

@@ -141,8 +141,8 @@ def load_store(folder):
 
 def _scan(files, log, progress):
     """First pass over every file: count its lines, hash it, and decide each line's split.
-    -> ([(file, assign)], read stats per split, sha256 per file name). ``assign`` is None when
-    the file is one split, else a uint8 array giving the split of each of its sentences."""
+    -> ([(file, assign)], read stats per split, sha256 per file name). ``assign`` is the split's
+    name when the file is one split, else a uint8 array giving the split of each of its sentences."""
     sources, read, checksums = [], {}, {}
     for split, path in files.items():
         stats, digest = ReadStats(), hashlib.sha256()

@@ -460,6 +460,7 @@ class Trainer:
                     if p["step"] % c.eval_every == 0:
                         self.evaluate(started, losses[last_eval - p["step"]:], beta)
                         last_eval = p["step"]
+                        time_up = world.sum([self.time_up(started)], self.device)[0] > 0  # validating took time
                     reason = self.stop_reason(time_up)
                     # one process stops at once; several learn of a signal at the next step's sum
                     stop = stop or (bool(interrupted) and not world.distributed)

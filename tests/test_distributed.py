@@ -13,7 +13,7 @@ from pyro_svae.checkpoint import load_checkpoint
 from pyro_svae.distributed import World
 from pyro_svae.training import train
 
-from conftest import quiet
+from conftest import quiet, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--emb-dim", "16", "--hidden", "24", "--z-dim", "4", "--batch-size", "16", "--free-bits", "0",
@@ -80,3 +80,17 @@ def test_shares_of_a_global_batch():
     shares = [World(rank, 3).shard(positions).tolist() for rank in range(3)]
     assert shares == [[10, 13, 16], [11, 14], [12, 15]]
     assert sorted(sum(shares, [])) == positions.tolist()
+
+
+def test_under_torchrun_errors_are_one_line_from_process_0(corpus, tmp_path):
+    from pyro_svae.rundir import writer_lock
+
+    run = str(tmp_path / "run")
+    train(tiny_config(corpus, max_steps=2), run, log=quiet, progress=False)
+    with writer_lock(run):  # this test process is training it
+        busy = torchrun("--resume", run, "--max-steps", "4", "--quiet")
+    ours = [line for line in busy.stderr.splitlines() if line.startswith("error:")]
+    assert busy.returncode != 0 and ours == [f"error: {run} is being trained by process {os.getpid()} on "
+                                             f"{os.uname().nodename}; wait for it to finish or stop it "
+                                             "(one writer per run directory)"]
+    assert load_checkpoint(os.path.join(run, "checkpoint.pt"))["position"]["step"] == 2  # untouched
