@@ -501,6 +501,55 @@ def _log(message):
     click.echo(message, err=True)
 
 
+@cli.command()
+@click.argument("run", type=click.Path())
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface, which exposes the model).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: any free one).")
+@click.option("--split", type=click.Choice(["train", "valid", "test"]), default="valid", show_default=True,
+              help="The split whose sentences the map shows.")
+@click.option("--map-size", type=click.IntRange(2, 2000), default=1000, show_default=True,
+              help="Sentences on the map (the split's first ones).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in a web browser.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="best.pt (best validation ELBO) or checkpoint.pt.")
+def serve(run, host, port, split, map_size, open_browser, device, checkpoint):
+    """Explore a run in a local web page: map of the latent space, homotopies, posterior and prior
+    samples, training curves; its JSON API is documented at /docs.
+
+    Example: python cli.py serve runs/ptb --open
+    """
+    try:
+        import uvicorn
+
+        from pyro_svae.explorer import create_app
+    except ImportError as e:
+        raise SVAEError(f"serve needs FastAPI and uvicorn ({e.name} is missing): pip install -e '.[web]'") from None
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        _log(f"warning: listening on {host}: anyone who can reach this machine can use the model")
+    app = create_app(run, split=split, device=device, checkpoint=checkpoint, map_size=map_size)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+    server = uvicorn.Server(config)
+
+    def announce():
+        import time
+        import webbrowser
+
+        while not server.started:
+            time.sleep(0.05)
+        bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
+        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{bound}/"
+        _log(f"serving {run} at {url}  (API: {url}docs; Ctrl-C stops)")
+        if open_browser:
+            webbrowser.open(url)
+
+    import threading
+
+    threading.Thread(target=announce, daemon=True).start()
+    server.run()
+
+
 def main(argv=None):
     """Entry point: runs the CLI and turns bad input into a one-line error with exit status 1 or 2."""
     try:

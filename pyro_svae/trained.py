@@ -187,6 +187,29 @@ class TrainedVAE:
             z = self.svae.guide_draws(self.batch(sentences), n)[0].reshape(-1, self.z_dim)
         return z, self.decode(z, **decoding)
 
+    @torch.inference_mode()
+    def kl(self, sentences):
+        """KL(q(z|x) || p(z)) of each sentence, nats: [N]."""
+        from .evaluation import latent_kl
+
+        self._need_latent()
+        return latent_kl(self.svae, self.batch(sentences))
+
+    @torch.inference_mode()
+    def latent_map(self, split="valid", n=1000, batch_size=64):
+        """The posterior means of the first ``n`` sentences of a split, projected to 2-D by PCA
+        (PCA). -> LatentMap (points [n, 2], texts, lengths; .project(z) places other codes)."""
+        self._need_latent()
+        data = self.split(split, limit=n)
+        if len(data) < 2:
+            raise SVAEError(f"the {split} split has {len(data)} sentence(s); a map needs at least 2")
+        means, texts = [], []
+        for start in range(0, len(data), batch_size):
+            ids = [data.sentence(i) for i in range(start, min(start + batch_size, len(data)))]
+            means.append(self.svae.posterior_mean(make_batch(ids).to(self.svae.device)).cpu())
+            texts += [self.tokenizer.decode(s) for s in ids]
+        return LatentMap(torch.cat(means), texts, data.lengths[: len(texts)].tolist())
+
     def homotopy(self, first=None, second=None, steps=5, from_prior=False, **decoding):
         """Decode ``steps`` evenly spaced points on the line between two codes, endpoints
         included: the posterior means of two sentences, or two prior draws. -> (z [steps, Z], texts)."""
@@ -201,6 +224,21 @@ class TrainedVAE:
         t = torch.linspace(0, 1, steps, device=ends.device).unsqueeze(1)
         z = (1 - t) * ends[0] + t * ends[1]
         return z, self.decode(z, **decoding)
+
+
+class LatentMap:
+    """Codes z [N, Z] seen in 2-D: centred, then projected on their two principal directions."""
+
+    def __init__(self, z, texts, lengths):
+        self.center = z.mean(0)
+        v = torch.linalg.svd(z - self.center, full_matrices=False).Vh[:2].T  # exact PCA: z is N x Z, Z small
+        self.axes = v if v.shape[1] == 2 else torch.cat([v, torch.zeros(v.shape[0], 1)], 1)  # a 1-d z: y = 0
+        self.texts, self.lengths = texts, lengths
+        self.points = self.project(z)
+
+    def project(self, z):
+        """z [M, Z] -> [M, 2] in the map's coordinates."""
+        return (z.cpu().float() - self.center) @ self.axes
 
 
 def load(run_dir, device="auto", which="best", warn=None):
