@@ -529,8 +529,10 @@ def serve(run, host, port, split, map_size, open_browser, device, checkpoint):
     if host not in ("127.0.0.1", "localhost", "::1"):
         _log(f"warning: listening on {host}: anyone who can reach this machine can use the model")
     app = create_app(run, split=split, device=device, checkpoint=checkpoint, map_size=map_size)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning")
-    server = uvicorn.Server(config)
+    sock = _listen(host, port)
+    bound = sock.getsockname()[1]
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{bound}/"
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
 
     def announce():
         import time
@@ -538,8 +540,6 @@ def serve(run, host, port, split, map_size, open_browser, device, checkpoint):
 
         while not server.started:
             time.sleep(0.05)
-        bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
-        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{bound}/"
         _log(f"serving {run} at {url}  (API: {url}docs; Ctrl-C stops)")
         if open_browser:
             webbrowser.open(url)
@@ -547,7 +547,23 @@ def serve(run, host, port, split, map_size, open_browser, device, checkpoint):
     import threading
 
     threading.Thread(target=announce, daemon=True).start()
-    server.run()
+    server.run(sockets=[sock])
+
+
+def _listen(host, port):
+    """A listening socket on (host, port), or a one-line error (port taken, address not here)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise SVAEError(f"cannot listen on {host}:{port} ({e.strerror}); pick another --port (0: any free one)") from None
+    sock.listen(128)
+    return sock
 
 
 def main(argv=None):
