@@ -17,9 +17,6 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-A = "the company said it would n't comment on the report"
-B = "i do n't think it 's a good idea"
-
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -49,10 +46,7 @@ def main():
             time.sleep(0.3)
             driver.save_screenshot(os.path.join(args.out, f"explorer-{name}.png"))
 
-        for field, value in (("first", A), ("second", B)):
-            driver.find_element(By.ID, field).clear()
-            driver.find_element(By.ID, field).send_keys(value)
-        tab("homotopy", "run-homotopy", "homotopy-out")
+        tab("homotopy", "run-homotopy", "homotopy-out")  # the page's two example sentences
         points = driver.find_elements(By.CSS_SELECTOR, "#map-plot circle.point")
         driver.find_element(By.CSS_SELECTOR, "[data-tab=map]").click()
         webdriver.ActionChains(driver).move_to_element(points[7]).perform()

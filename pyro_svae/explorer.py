@@ -120,7 +120,7 @@ def create_app(run, split="valid", device="auto", checkpoint="best", map_size=10
     @app.get("/api/info")
     def info():
         """The run: its configuration, vocabulary size, latent size, the map's split and the limits."""
-        return {"run": os.path.abspath(run), "config": vae.config["train"], "vocab_size": len(vae.tokenizer),
+        return {"run": run, "config": vae.config["train"], "vocab_size": len(vae.tokenizer),
                 "z_dim": vae.z_dim, "split": split, "map_size": map_size, "limits": LIMITS}
 
     @app.get("/api/map")
