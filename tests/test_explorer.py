@@ -157,3 +157,17 @@ def test_the_page_in_headless_chromium(server, tmp_path):
     finally:
         driver.quit()
     assert (tmp_path / "homotopy.png").stat().st_size > 10_000
+
+
+def test_a_language_model_run_serves_samples_and_says_it_has_no_map(tmp_path):
+    from conftest import quiet, tiny_config, write_corpus
+    from pyro_svae import train
+
+    train(tiny_config(write_corpus(tmp_path / "c"), model="lm", max_steps=5), str(tmp_path / "lm"), log=quiet,
+          progress=False)
+    client = TestClient(create_app(str(tmp_path / "lm"), device="cpu"))
+    assert client.get("/api/info").json()["z_dim"] == 0
+    samples = client.post("/api/sample", json={"n": 2}).json()["samples"]
+    assert len(samples) == 2 and all(r["xy"] is None for r in samples)
+    for response in (client.get("/api/map"), client.post("/api/posterior", json={"sentence": A})):
+        assert response.status_code == 400 and response.json()["detail"] == "this run is a language model: it has no latent space"
