@@ -510,11 +510,13 @@ def _log(message):
               help="The split whose sentences the map shows.")
 @click.option("--map-size", type=click.IntRange(2, 2000), default=1000, show_default=True,
               help="Sentences on the map (the split's first ones).")
+@click.option("--projection", type=click.Choice(["auto", "pca", "umap"]), default="auto", show_default=True,
+              help="How the map shows z in 2-D: PCA, or UMAP (needs umap-learn); auto: UMAP where installed.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a web browser.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
               help="best.pt (best validation ELBO) or checkpoint.pt.")
-def serve(run, host, port, split, map_size, open_browser, device, checkpoint):
+def serve(run, host, port, split, map_size, projection, open_browser, device, checkpoint):
     """Explore a run in a local web page: map of the latent space, homotopies, posterior and prior
     samples, training curves; its JSON API is documented at /docs.
 
@@ -528,7 +530,7 @@ def serve(run, host, port, split, map_size, open_browser, device, checkpoint):
         raise SVAEError(f"serve needs FastAPI and uvicorn ({e.name} is missing): pip install -e '.[web]'") from None
     if host not in ("127.0.0.1", "localhost", "::1"):
         _log(f"warning: listening on {host}: anyone who can reach this machine can use the model")
-    app = create_app(run, split=split, device=device, checkpoint=checkpoint, map_size=map_size)
+    app = create_app(run, split=split, device=device, checkpoint=checkpoint, map_size=map_size, projection=projection)
     sock = _listen(host, port)
     bound = sock.getsockname()[1]
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{bound}/"

@@ -72,11 +72,11 @@ def _check_sentences(sentences):
             raise SVAEError(f"sentence {i} has {len(s)} characters; at most {LIMITS['chars']} for one request")
 
 
-def create_app(run, split="valid", device="auto", checkpoint="best", map_size=1000):
+def create_app(run, split="valid", device="auto", checkpoint="best", map_size=1000, projection="auto"):
     """The explorer's FastAPI app over the run directory ``run``."""
     vae = load(run, device=device, which=checkpoint, warn=lambda m: None)
     lock = threading.Lock()  # one request at a time uses the model (and the global RNG)
-    latent_map = vae.latent_map(split, map_size) if vae.z_dim else None  # a language model has no map
+    latent_map = vae.latent_map(split, map_size, method=projection) if vae.z_dim else None  # an LM has none
     # FastAPI's /docs page loads Swagger UI from a CDN; this one serves it from the swagger-ui-bundle package
     app = FastAPI(title="pyro-svae explorer", version="1", description=f"Explore the sentence VAE in {run}.",
                   docs_url=None, redoc_url=None)
@@ -125,11 +125,11 @@ def create_app(run, split="valid", device="auto", checkpoint="best", map_size=10
 
     @app.get("/api/map")
     def map_points():
-        """Posterior means of the split's first sentences, in 2-D (PCA), with their texts and lengths."""
+        """Posterior means of the split's first sentences, in 2-D (PCA or UMAP), with their texts and lengths."""
         if latent_map is None:
             raise SVAEError("this run is a language model: it has no latent space")
         m = latent_map
-        return {"split": split, "method": "pca", "points": m.points.tolist(), "texts": m.texts, "lengths": m.lengths}
+        return {"split": split, "method": m.method, "points": m.points.tolist(), "texts": m.texts, "lengths": m.lengths}
 
     @app.post("/api/sample")
     def sample(r: SampleRequest):

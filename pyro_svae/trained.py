@@ -7,6 +7,7 @@ Decoding is the Pyro model conditioned on z (``poutine.condition``), with the se
 ``strategy``: greedy, sample (temperature, top_k) or beam (beam, length_penalty). Random draws
 come from Pyro's global RNG: seed it with ``pyro.set_rng_seed``."""
 
+import importlib.util
 import math
 import sys
 
@@ -196,9 +197,10 @@ class TrainedVAE:
         return latent_kl(self.svae, self.batch(sentences))
 
     @torch.inference_mode()
-    def latent_map(self, split="valid", n=1000, batch_size=64):
-        """The posterior means of the first ``n`` sentences of a split, projected to 2-D by PCA
-        (PCA). -> LatentMap (points [n, 2], texts, lengths; .project(z) places other codes)."""
+    def latent_map(self, split="valid", n=1000, batch_size=64, method="auto"):
+        """The posterior means of the first ``n`` sentences of a split, projected to 2-D by ``method``:
+        pca, umap (needs umap-learn), or auto (umap where installed, else pca).
+        -> LatentMap (points [n, 2], texts, lengths; .project(z) places other codes)."""
         self._need_latent()
         data = self.split(split, limit=n)
         if len(data) < 2:
@@ -208,7 +210,7 @@ class TrainedVAE:
             ids = [data.sentence(i) for i in range(start, min(start + batch_size, len(data)))]
             means.append(self.svae.posterior_mean(make_batch(ids).to(self.svae.device)).cpu())
             texts += [self.tokenizer.decode(s) for s in ids]
-        return LatentMap(torch.cat(means), texts, data.lengths[: len(texts)].tolist())
+        return LatentMap(torch.cat(means), texts, data.lengths[: len(texts)].tolist(), method)
 
     def homotopy(self, first=None, second=None, steps=5, from_prior=False, **decoding):
         """Decode ``steps`` evenly spaced points on the line between two codes, endpoints
@@ -227,18 +229,36 @@ class TrainedVAE:
 
 
 class LatentMap:
-    """Codes z [N, Z] seen in 2-D: centred, then projected on their two principal directions."""
+    """Codes z [N, Z] seen in 2-D: by PCA (centred, projected on their two principal directions)
+    or by UMAP (umap-learn, when installed), which also places new codes (``project``)."""
 
-    def __init__(self, z, texts, lengths):
+    METHODS = ("auto", "pca", "umap")
+
+    def __init__(self, z, texts, lengths, method="auto"):
+        if method not in self.METHODS:
+            raise SVAEError(f"projection {method!r}: use one of {', '.join(self.METHODS)}")
+        if method == "auto":
+            method = "umap" if importlib.util.find_spec("umap") else "pca"
+        self.method, self.texts, self.lengths = method, texts, lengths
+        if method == "umap":
+            try:
+                import umap
+            except ImportError:
+                raise SVAEError("projection umap needs umap-learn: pip install umap-learn") from None
+            self.umap = umap.UMAP(n_components=2, n_neighbors=min(15, len(z) - 1), random_state=0).fit(z.numpy())
+            self.points = torch.as_tensor(self.umap.embedding_, dtype=torch.float32)
+            return
         self.center = z.mean(0)
         v = torch.linalg.svd(z - self.center, full_matrices=False).Vh[:2].T  # exact PCA: z is N x Z, Z small
         self.axes = v if v.shape[1] == 2 else torch.cat([v, torch.zeros(v.shape[0], 1)], 1)  # a 1-d z: y = 0
-        self.texts, self.lengths = texts, lengths
         self.points = self.project(z)
 
     def project(self, z):
         """z [M, Z] -> [M, 2] in the map's coordinates."""
-        return (z.cpu().float() - self.center) @ self.axes
+        z = z.detach().cpu().float()
+        if self.method == "umap":
+            return torch.as_tensor(self.umap.transform(z.numpy()), dtype=torch.float32)
+        return (z - self.center) @ self.axes
 
 
 def load(run_dir, device="auto", which="best", warn=None):

@@ -171,3 +171,62 @@ def test_a_language_model_run_serves_samples_and_says_it_has_no_map(tmp_path):
     assert len(samples) == 2 and all(r["xy"] is None for r in samples)
     for response in (client.get("/api/map"), client.post("/api/posterior", json={"sentence": A})):
         assert response.status_code == 400 and response.json()["detail"] == "this run is a language model: it has no latent space"
+
+
+class FakeUMAP:
+    """Stands in for umap.UMAP: its "embedding" is the first two coordinates."""
+
+    def __init__(self, n_components, n_neighbors, random_state):
+        assert n_components == 2 and 1 <= n_neighbors <= 15
+
+    def fit(self, x):
+        self.embedding_ = x[:, :2] * 10
+        return self
+
+    def transform(self, x):
+        return x[:, :2] * 10
+
+
+def test_the_map_uses_umap_where_it_is_installed_and_pca_otherwise(trained_run, monkeypatch):
+    import importlib.machinery
+    import types
+
+    import torch
+
+    from pyro_svae import SVAEError, load
+
+    vae = load(trained_run, device="cpu")
+    means = vae.posterior_mean([vae.tokenizer.decode(vae.split("valid").sentence(i)) for i in range(30)])
+    pca = vae.latent_map("valid", 30, method="auto")
+    assert pca.method == "pca" and torch.allclose(pca.points, pca.project(means), atol=1e-5)
+    with pytest.raises(SVAEError, match="projection umap needs umap-learn"):
+        monkeypatch.setitem(sys.modules, "umap", None)
+        vae.latent_map("valid", 30, method="umap")
+    fake = types.ModuleType("umap")
+    fake.UMAP, fake.__spec__ = FakeUMAP, importlib.machinery.ModuleSpec("umap", None)
+    monkeypatch.setitem(sys.modules, "umap", fake)
+    m = vae.latent_map("valid", 30)  # auto: umap, found
+    assert m.method == "umap" and torch.allclose(m.points, means[:, :2] * 10, atol=1e-5)
+    assert torch.allclose(m.project(means[:3]), means[:3, :2] * 10, atol=1e-5)
+    assert TestClient(create_app(trained_run, map_size=30, device="cpu")).get("/api/map").json()["method"] == "umap"
+
+
+def test_serve_warns_when_it_listens_beyond_this_machine_and_refuses_a_taken_port(trained_run, run_cli):
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "cli.py"), "serve", trained_run, "--host", "0.0.0.0",
+                             "--port", "0", "--map-size", "10", "--device", "cpu"], stderr=subprocess.PIPE, text=True)
+    try:
+        warning, serving = proc.stderr.readline(), proc.stderr.readline()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert warning == "warning: listening on 0.0.0.0: anyone who can reach this machine can use the model\n"
+    assert serving.startswith(f"serving {trained_run} at http://127.0.0.1:")
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        code, _, err = run_cli("serve", trained_run, "--port", str(port), "--map-size", "10", "--device", "cpu")
+    assert code == 1 and err.strip() == (f"error: cannot listen on 127.0.0.1:{port} (Address already in use); "
+                                         "pick another --port (0: any free one)")

@@ -192,6 +192,7 @@ async function start() {
     $("map-split").textContent = info.split;
     if (info.z_dim > 0) {
       state.map = await api("map");
+      $("map-method").textContent = state.map.method === "umap" ? "by UMAP" : "on their two principal directions (PCA)";
       drawMap();
     }
   })();
