@@ -1,4 +1,4 @@
-"""pyro-svae command line: train, sample, reconstruct, posterior, homotopy.
+"""pyro-svae command line: prepare, train, sample, reconstruct, posterior, homotopy, evaluate, impute, serve, ...
 
 Every command is a thin layer over the Python API in ``pyro_svae``. Errors in the input are
 reported on one line with a non-zero exit status."""

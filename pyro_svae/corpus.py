@@ -27,32 +27,18 @@ class ReadStats:
 
 
 def iter_lines(path, stats, digest=None, bar=None):
-    """Stream the non-empty UTF-8 lines of ``path``, stripped, counting in ``stats`` the lines
-    skipped (empty, undecodable, over ``stats.max_bytes``). ``digest``: a hashlib object fed
-    every byte; ``bar``: a progress bar advanced by bytes."""
+    """Stream the non-empty UTF-8 lines of ``path``, stripped, counting in ``stats`` (a fresh
+    ReadStats) the lines skipped: empty, undecodable, over ``stats.max_bytes``. ``digest``: a
+    hashlib object fed every byte; ``bar``: a progress bar advanced by bytes."""
     _check_text_file(path)
-    number = 0
     with open(path, "rb", buffering=1 << 20) as f:
-        while raw := f.readline(stats.max_bytes + 1):
-            size = len(raw)
-            if digest is not None:
-                digest.update(raw)
-            if size > stats.max_bytes and not raw.endswith(b"\n"):  # skip the rest of the line
-                while (rest := f.readline(1 << 20)) and (size := size + len(rest)):
-                    if digest is not None:
-                        digest.update(rest)
-                    if rest.endswith(b"\n"):
-                        break
-                number += 1
-                stats.lines += 1
-                stats.over_long += 1
-                if bar is not None:
-                    bar.update(size)
-                continue
+        for number, (raw, size) in enumerate(_raw_lines(f, stats.max_bytes, digest), 1):
+            stats.lines = number
             if bar is not None:
                 bar.update(size)
-            number += 1
-            stats.lines += 1
+            if raw is None:
+                stats.over_long += 1
+                continue
             try:
                 line = raw.decode("utf-8").strip()
             except UnicodeDecodeError:
@@ -66,6 +52,25 @@ def iter_lines(path, stats, digest=None, bar=None):
                 stats.empty += 1
     if stats.lines and stats.undecodable_count == stats.lines:
         raise SVAEError(f"{path}: not UTF-8 text (no line decodes)")
+
+
+def _raw_lines(f, limit, digest):
+    """(bytes, size) for each line of the binary file ``f``; (None, size) for a line of more
+    than ``limit`` bytes, which is read past without being held."""
+    while raw := f.readline(limit + 1):
+        size = len(raw)
+        if digest is not None:
+            digest.update(raw)
+        if size <= limit or raw.endswith(b"\n"):
+            yield raw, size
+            continue
+        while rest := f.readline(1 << 20):
+            size += len(rest)
+            if digest is not None:
+                digest.update(rest)
+            if rest.endswith(b"\n"):
+                break
+        yield None, size
 
 
 def _check_text_file(path):

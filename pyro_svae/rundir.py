@@ -15,10 +15,11 @@ from .checkpoint import atomic_write_bytes, load_checkpoint
 from .corpus import EncodedSplit
 from .errors import SVAEError
 from .model import ModelConfig, SentenceVAE
+from .store import STORE, is_store, open_store, read_store_info
 from .tokenizers import load_tokenizer, vocab_hash
 
-CONFIG, CHECKPOINT, BEST, CORPUS, METRICS, LOCK, STORE_FILE = (
-    "config.json", "checkpoint.pt", "best.pt", "corpus.pt", "metrics.csv", ".lock", "store.json")
+CONFIG, CHECKPOINT, BEST, CORPUS, METRICS, LOCK = (
+    "config.json", "checkpoint.pt", "best.pt", "corpus.pt", "metrics.csv", ".lock")
 
 
 @contextlib.contextmanager
@@ -70,8 +71,6 @@ def model_config(config, vocab_size):
 def load_corpus(run_dir):
     """{split: encoded split} of a run: its own token store, the prepared store it was trained
     from, or (runs of version 0.1) corpus.pt."""
-    from .store import is_store, open_store, read_store_info
-
     if is_store(run_dir):
         return open_store(run_dir)
     store = read_config(run_dir).get("store")
@@ -84,7 +83,7 @@ def load_corpus(run_dir):
         return open_store(store)
     path = os.path.join(run_dir, CORPUS)
     if not os.path.isfile(path):
-        raise SVAEError(f"{run_dir}: the run has no corpus (no {STORE_FILE} or {CORPUS})")
+        raise SVAEError(f"{run_dir}: the run has no corpus (no {STORE} or {CORPUS})")
     state = torch.load(path, weights_only=True)
     return {name: EncodedSplit(s["tokens"], s["offsets"]) for name, s in state["splits"].items()}
 
