@@ -109,7 +109,8 @@ def join(device):
         torch.cuda.set_device(resolved)
     if not dist.is_initialized():
         backend = "nccl" if resolved.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30),
+        # long enough for process 0 to prepare a large raw corpus while the others wait for it
+        dist.init_process_group(backend, timeout=datetime.timedelta(hours=12),
                                 **({"device_id": resolved} if resolved.type == "cuda" else {}))
     return world, resolved
 
