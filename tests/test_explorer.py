@@ -126,8 +126,17 @@ def test_the_page_in_headless_chromium(server, tmp_path):
     try:
         driver.get(server)
         wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "yes")
-        assert len(driver.find_elements(By.CSS_SELECTOR, "#map-plot circle.point")) == 40
-        assert not driver.find_element(By.ID, "error").is_displayed()
+        points = driver.find_elements(By.CSS_SELECTOR, "#map-plot circle.point")
+        assert len(points) == 40 and not driver.find_element(By.ID, "error").is_displayed()
+        xy = [(float(p.get_attribute("cx")), float(p.get_attribute("cy"))) for p in points]
+        alone = [p for p, (x, y) in zip(points, xy)  # points no other circle covers
+                 if all((x - u) ** 2 + (y - v) ** 2 > 10 ** 2 for u, v in xy if (u, v) != (x, y))][:2]
+        for point in alone:  # two clicks on the map fill the homotopy form
+            webdriver.ActionChains(driver).move_to_element(point).click().perform()
+        picked = [p.find_element(By.TAG_NAME, "title").get_attribute("textContent") for p in alone]
+        assert len(picked) == 2
+        assert [driver.find_element(By.ID, f).get_attribute("value") for f in ("first", "second")] == picked
+        assert driver.find_element(By.ID, "hover").text == picked[1]
 
         driver.find_element(By.CSS_SELECTOR, "[data-tab=posterior]").click()
         box = driver.find_element(By.ID, "sentence")
