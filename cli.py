@@ -527,7 +527,7 @@ def serve(run, host, port, split, map_size, projection, open_browser, device, ch
 
         from pyro_svae.explorer import create_app
     except ImportError as e:
-        raise SVAEError(f"serve needs FastAPI and uvicorn ({e.name} is missing): pip install -e '.[web]'") from None
+        raise SVAEError(f"serve needs the web extra ({e.name} is missing): pip install -e '.[web]'") from None
     if host not in ("127.0.0.1", "localhost", "::1"):
         _log(f"warning: listening on {host}: anyone who can reach this machine can use the model")
     app = create_app(run, split=split, device=device, checkpoint=checkpoint, map_size=map_size, projection=projection)

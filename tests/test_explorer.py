@@ -239,3 +239,9 @@ def test_serve_warns_when_it_listens_beyond_this_machine_and_refuses_a_taken_por
         code, _, err = run_cli("serve", trained_run, "--port", str(port), "--map-size", "10", "--device", "cpu")
     assert code == 1 and err.strip() == (f"error: cannot listen on 127.0.0.1:{port} (Address already in use); "
                                          "pick another --port (0: any free one)")
+
+
+def test_serve_without_the_web_extra_says_what_to_install(trained_run, run_cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if it were not installed
+    code, _, err = run_cli("serve", trained_run)
+    assert code == 1 and err.strip() == "error: serve needs the web extra (uvicorn is missing): pip install -e '.[web]'"
