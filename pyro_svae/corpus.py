@@ -106,17 +106,22 @@ def split_files(path):
     return files
 
 
+def split_assignment(n, valid=0.05, test=0.05):
+    """The split of each of n sentences by a fixed permutation (the same count always splits the
+    same): uint8 [n], an index into SPLITS. A nonzero fraction gets at least one sentence once n >= 3."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    n_valid = max(1, int(n * valid)) if valid and n >= 3 else 0
+    n_test = max(1, int(n * test)) if test and n >= 3 else 0
+    assign = torch.zeros(n, dtype=torch.uint8)
+    assign[order[:n_valid]] = SPLITS.index("valid")
+    assign[order[n_valid : n_valid + n_test]] = SPLITS.index("test")
+    return assign
+
+
 def deterministic_split(sentences, valid=0.05, test=0.05):
-    """Split one list into train/valid/test by a fixed permutation (the same file always splits the same)."""
-    order = torch.randperm(len(sentences), generator=torch.Generator().manual_seed(0)).tolist()
-    n_valid = max(1, int(len(sentences) * valid)) if len(sentences) >= 3 else 0
-    n_test = max(1, int(len(sentences) * test)) if len(sentences) >= 3 else 0
-    pick = lambda idx: [sentences[i] for i in sorted(idx)]  # noqa: E731
-    return {
-        "train": pick(order[n_valid + n_test :]),
-        "valid": pick(order[:n_valid]),
-        "test": pick(order[n_valid : n_valid + n_test]),
-    }
+    """Split one list into train/valid/test by ``split_assignment``, keeping the list's order."""
+    assign = split_assignment(len(sentences), valid, test).tolist()
+    return {name: [s for s, a in zip(sentences, assign) if a == k] for k, name in enumerate(SPLITS)}
 
 
 def file_sha256(path):

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import TMP_PREFIX, atomic_write_bytes
-from .corpus import SPLITS, ReadStats, iter_lines, split_files
+from .corpus import SPLITS, ReadStats, iter_lines, split_assignment, split_files
 from .errors import SVAEError
 from .tokenizers import SentencePieceTokenizer, WordTokenizer, load_tokenizer, vocab_hash
 
@@ -30,7 +30,6 @@ FORMAT = 1
 CHUNK = 8192  # lines per encoding job
 PARALLEL_BYTES = 16 << 20  # corpora smaller than this are encoded in this process
 SPM_SAMPLE = 2_000_000  # sentencepiece trains on at most this many random training lines
-ASSIGN = {"train": 0, "valid": 1, "test": 2}
 
 
 @dataclasses.dataclass
@@ -158,31 +157,19 @@ def _scan(files, log, progress):
     out = []
     for path, split, n in sources:
         if split == "all":
-            out.append((path, _assignment(n, 0.05, 0.05)))
+            out.append((path, split_assignment(n, 0.05, 0.05).numpy()))
         elif split == "train" and "valid" not in has:
-            out.append((path, _assignment(n, 0.05, 0.0 if "test" in has else 0.05)))
+            out.append((path, split_assignment(n, 0.05, 0.0 if "test" in has else 0.05).numpy()))
         else:
             out.append((path, split))
     return out, read, checksums
 
 
-def _assignment(n, valid, test):
-    """The split of each of n sentences: the same fixed permutation as corpus.deterministic_split."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
-    n_valid = max(1, int(n * valid)) if n >= 3 else 0
-    n_test = (max(1, int(n * test)) if n >= 3 else 0) if test else 0
-    assign = torch.zeros(n, dtype=torch.uint8)
-    assign[order[:n_valid]] = ASSIGN["valid"]
-    assign[order[n_valid : n_valid + n_test]] = ASSIGN["test"]
-    return assign.numpy()
-
-
 def _sentences(source, stats=None, bar=None):
     """(split, sentence) for every sentence of a source, in file order."""
     path, assign = source
-    names = list(ASSIGN)
     for i, line in enumerate(iter_lines(path, stats or ReadStats(), bar=bar)):
-        yield (assign if isinstance(assign, str) else names[assign[i]]), line
+        yield (assign if isinstance(assign, str) else SPLITS[assign[i]]), line
 
 
 def _train_lines(sources, progress):
