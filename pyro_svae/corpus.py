@@ -173,9 +173,6 @@ class EncodedSplit:
     def sentence(self, i):
         return self.tokens[self.offsets[i] : self.offsets[i + 1]].tolist()
 
-    def state(self):
-        return {"tokens": self.tokens, "offsets": self.offsets}
-
 
 @dataclasses.dataclass
 class EncodeStats:

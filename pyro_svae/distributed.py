@@ -82,10 +82,6 @@ class World:
         dist.broadcast_object_list(box, 0)
         return box[0]
 
-    def barrier(self):
-        if self.distributed:
-            dist.barrier()
-
 
 def launched():
     """True inside a torchrun worker."""
