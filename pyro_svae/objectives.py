@@ -12,6 +12,7 @@ from pyro.infer.util import torch_item
 from pyro.poutine.util import site_is_subsample
 
 from .errors import SVAEError
+from .evaluation import kl_term
 from .model import BETA_FLOOR
 
 
@@ -41,15 +42,12 @@ def kl_floor(guide_trace, model_trace, free_bits):
 
 
 def _kl(q, p, value):
-    """KL(q || p) per row: analytic where Pyro has it (a Gaussian q against a diagonal Gaussian p
-    taken as a MultivariateNormal), else log q(z) - log p(z) at the drawn z."""
+    """KL(q || p) per row, by evaluation.kl_term, with a diagonal Gaussian p taken as a
+    MultivariateNormal against a Gaussian q, so that Pyro's analytic KL applies there too."""
     if isinstance(q, (dist.MultivariateNormal, dist.LowRankMultivariateNormal)) \
             and isinstance(getattr(p, "base_dist", None), dist.Normal):
         p = dist.MultivariateNormal(p.base_dist.loc, scale_tril=torch.diag_embed(p.base_dist.scale))
-    try:
-        return kl_divergence(q, p)
-    except NotImplementedError:
-        return q.log_prob(value) - p.log_prob(value)
+    return kl_term(q, p, value)
 
 
 class FreeBitsELBO(TraceMeanField_ELBO):
