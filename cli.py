@@ -3,6 +3,7 @@
 Every command is a thin layer over the Python API in ``pyro_svae``. Errors in the input are
 reported on one line with a non-zero exit status."""
 
+import functools
 import json
 import os
 import sys
@@ -10,7 +11,7 @@ import sys
 import click
 
 from pyro_svae.errors import SVAEError
-from pyro_svae.training import CHOICES, TrainConfig, config_from
+from pyro_svae.training import CHOICES, STORE_OPTIONS, TrainConfig, config_from
 
 DEFAULTS = TrainConfig()
 
@@ -19,7 +20,8 @@ TRAIN_OPTIONS = [
     ("preset", "A named set of defaults that your options override: default (keeps the latent in use: "
                "free bits, dropout, early stopping) or bowman2015 (the original recipe, which collapses)."),
     ("data", "Corpus: a folder with train/valid/test (ptb.train.txt or train.txt ...) or one file split 90/5/5."),
-    ("tokenizer", "word: whitespace words (pre-tokenized corpora such as PTB); spm: sentencepiece trained on train."),
+    ("tokenizer", "word: whitespace words (pre-tokenized corpora such as PTB); spm: sentencepiece trained on "
+                  "train (on a random sample of up to 2M of its lines)."),
     ("vocab_size", "Vocabulary size, specials included (word: most frequent words; spm: pieces)."),
     ("min_count", "word tokenizer: drop words seen fewer times than this."),
     ("max_len", "Maximum tokens per training sentence (</s> not counted); valid/test stay whole."),
@@ -75,9 +77,11 @@ def _train_option(name, help_text):
     return click.option(flag, name, type=kind, default=None, help=help_text + shown)
 
 
-def train_options(f):
+def train_options(f, names=None):
+    """The train options named (default: all of them), as click options defaulting to None."""
     for name, help_text in reversed(TRAIN_OPTIONS):
-        f = _train_option(name, help_text)(f)
+        if names is None or name in names:
+            f = _train_option(name, help_text)(f)
     return f
 
 
@@ -145,20 +149,11 @@ def train(out, resume, quiet, **options):
 @cli.command()
 @click.option("--data", required=True, help="Text corpus: a folder with train/valid/test files, or one file split 90/5/5.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder of the token store to write.")
-@click.option("--tokenizer", type=click.Choice(CHOICES["tokenizer"]), default=DEFAULTS.tokenizer, show_default=True,
-              help="word: whitespace words; spm: sentencepiece trained on a sample of up to 2M training lines.")
-@click.option("--vocab-size", type=int, default=DEFAULTS.vocab_size, show_default=True,
-              help="Vocabulary size, specials included.")
-@click.option("--min-count", type=int, default=DEFAULTS.min_count, show_default=True,
-              help="word tokenizer: drop words seen fewer times than this.")
-@click.option("--max-len", type=int, default=DEFAULTS.max_len, show_default=True,
-              help="Maximum tokens per training sentence (</s> not counted); valid/test stay whole.")
-@click.option("--too-long", type=click.Choice(CHOICES["too_long"]), default=DEFAULTS.too_long, show_default=True,
-              help="Longer training sentences: drop or truncate.")
 @click.option("--workers", type=int, default=0, show_default=True,
               help="Encoding processes (0: one per CPU for corpora over 16 MB, else one).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def prepare(data, out, tokenizer, vocab_size, min_count, max_len, too_long, workers, quiet):
+@functools.partial(train_options, names=STORE_OPTIONS)
+def prepare(data, out, workers, quiet, **options):
     """Encode a text corpus once into a token store (memory-mapped; for corpora larger than memory).
 
     Train on it with train --data STORE; several runs can share one store.
@@ -168,7 +163,7 @@ def prepare(data, out, tokenizer, vocab_size, min_count, max_len, too_long, work
     from pyro_svae.store import StoreOptions, is_store, prepare_store
     from pyro_svae.training import check_config
 
-    options = StoreOptions(tokenizer, vocab_size, min_count, max_len, too_long)
+    options = StoreOptions(**{k: v for k, v in options.items() if v is not None})
     check_config(TrainConfig(**vars(options)))
     if workers < 0:
         raise SVAEError(f"--workers {workers}: must be >= 0")
