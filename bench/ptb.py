@@ -19,7 +19,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import sys
 import time
 
@@ -28,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from pyro_svae import TrainConfig, load, train  # noqa: E402
-from pyro_svae.devices import resolve_device  # noqa: E402
+from pyro_svae.devices import cpu_name, resolve_device  # noqa: E402
 from pyro_svae.rundir import read_config  # noqa: E402
 from pyro_svae.training import RESUMABLE  # noqa: E402
 
@@ -55,13 +54,7 @@ MODELS = {
 def hardware(device):
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads"
+    return f"{cpu_name()}, {torch.get_num_threads()} threads"
 
 
 def flags(options):

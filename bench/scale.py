@@ -100,14 +100,6 @@ def torchrun(n):
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
 
 
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 2)[2])
@@ -119,6 +111,9 @@ def main():
     p.add_argument("--processes", default="1,2", help="Process counts for (c), on the 1x corpus, one thread each.")
     p.add_argument("--gpu", action="store_true", help="Also train one process on CUDA (c).")
     args = p.parse_args()
+    sys.path.insert(0, ROOT)
+    from pyro_svae.devices import cpu_name
+
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
     print(f"# {cpu_name()}, {os.cpu_count()} CPUs; --steps {args.steps}", flush=True)

@@ -1,5 +1,7 @@
 """Choosing the device: auto picks CUDA when it is there."""
 
+import platform
+
 import torch
 
 from .errors import SVAEError
@@ -15,6 +17,15 @@ def resolve_device(name="auto"):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SVAEError(f"device {name!r} asked for, but CUDA is not available here")
     return device
+
+
+def cpu_name():
+    """This machine's CPU model (/proc/cpuinfo), for benchmark reports."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def forked_rng(device):
