@@ -316,18 +316,17 @@ class Trainer:
                     "lr": c.lr}
 
     # -- checkpoints ------------------------------------------------------------------------
-    def state(self, with_optim=True):
+    def state(self):
+        """Everything a resume needs: weights, optimizer, position, every process's RNG (a
+        collective with several processes)."""
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         if self.world.distributed:  # every process's generator: resuming with as many is exact
             rng["ranks"] = self.world.gather({k: v.cpu() for k, v in rng.items()})
-        state = {"model": self.svae.state_dict(), "position": dict(self.pos), "rng": rng,
-                 "processes": self.world.size, "vocab_hash": vocab_hash(self.tokenizer),
-                 "config": dataclasses.asdict(self.c)}
-        if with_optim:
-            state["optim"] = self.optim.get_state()
-        return state
+        return {"model": self.svae.state_dict(), "position": dict(self.pos), "rng": rng,
+                "processes": self.world.size, "vocab_hash": vocab_hash(self.tokenizer),
+                "config": dataclasses.asdict(self.c), "optim": self.optim.get_state()}
 
     def restore(self, path):
         hint = (f"; the run cannot resume, but its {BEST} can still be read (--checkpoint best) or "
@@ -524,18 +523,14 @@ class Trainer:
                "val_ppl_bound": round(m["ppl_bound"], 3), "lr": p["lr"], "minutes": round(minutes, 3)}
         if k > 1:
             row["val_iw"] = round(m["iw"], 4)
-        main = self.world.main  # every process builds the states (a collective); process 0 writes them
-        if main:
-            _append_metrics(os.path.join(self.out_dir, METRICS), row)
         saved_minutes, p["minutes"] = p["minutes"], minutes
-        if improved:
-            best = self.state(with_optim=False)
-            if main:
-                atomic_save(best, os.path.join(self.out_dir, BEST))
-        last = self.state()
-        if main:
-            atomic_save(last, os.path.join(self.out_dir, CHECKPOINT))
+        state = self.state()  # on every process (a collective); process 0 writes
         p["minutes"] = saved_minutes
+        if self.world.main:
+            _append_metrics(os.path.join(self.out_dir, METRICS), row)
+            if improved:  # best.pt: the same state without the optimizer's
+                atomic_save({k: v for k, v in state.items() if k != "optim"}, os.path.join(self.out_dir, BEST))
+            atomic_save(state, os.path.join(self.out_dir, CHECKPOINT))
         self.checkpointed = True
         self.last_metrics = row
         with tqdm.external_write_mode():
