@@ -7,6 +7,7 @@ from a given z is the model itself conditioned on z."""
 
 import torch
 from pyro.distributions import TorchDistribution, constraints
+from pyro.ops.provenance import ProvenanceTensor, extract_provenance, track_provenance
 
 from .decoding import Greedy
 from .tokenizers import BOS, EOS, PAD
@@ -50,6 +51,9 @@ def token_nll(logits, targets, block=2048):
     """logits [..., V], targets [...] -> -log p(target) [...], 0 at <pad>. Without gradients
     (evaluation), ``block`` rows at a time, so no float32 [N, V] buffer beyond [block, V] exists."""
     V = logits.shape[-1]
+    if isinstance(logits, ProvenanceTensor):  # TraceGraph_ELBO's tracking: a custom Function would drop the graph
+        logits, provenance = extract_provenance(logits)
+        return track_provenance(token_nll(logits, targets, block), provenance)
     rows, targets_flat = logits.reshape(-1, V), targets.reshape(-1)
     if torch.is_grad_enabled() and logits.requires_grad:
         return TokenNLL.apply(rows, targets_flat).view(targets.shape)
