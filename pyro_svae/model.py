@@ -1,7 +1,10 @@
 """The sentence VAE as a Pyro model and an amortized guide (Bowman et al. 2015).
 
-    model:  z ~ N(0, I)  (scaled by beta),   x ~ p(x | z) = prod_t p(x_t | x_<t, z)   (LSTM)
-    guide:  z ~ q(z | x)                      (LSTM encoder + a head from guides.py)
+    model:  z ~ p(z)  (scaled by beta),   x ~ p(x | z) = prod_t p(x_t | x_<t, z)   (LSTM)
+    guide:  z ~ q(z | x)                  (LSTM encoder + a head from guides.py)
+
+p(z) is N(0, I), a two-level hierarchy, a mixture of Gaussians or a categorical code
+(discrete.py, which also says how the discrete ones are trained).
 
 Both live in one ``pyro.plate`` over the corpus with the minibatch as subsample, so the
 ELBO is scaled to the corpus. ``z_dim = 0`` is the LSTM language-model baseline (no latent).
@@ -17,6 +20,8 @@ import torch.nn.functional as F
 from pyro import poutine
 
 from .errors import SVAEError
+from .discrete import (CategoricalPosterior, CategoricalPrior, ComponentPosterior, MixturePrior, discrete_site,
+                       estimator, parse_latent, parse_mixture)
 from .guides import SingleSite, guide_class, make_guide, widened
 from .likelihood import Sentences
 from .networks import Decoder, Encoder, word_dropout
@@ -38,7 +43,10 @@ class ModelConfig:
     tie: bool = False
     dropout: float = 0.0
     guide: str = "diag"
-    prior: str = "standard"  # standard: N(0, I); hier: p(z1) p(z2 | z1)
+    prior: str = "standard"  # standard: N(0, I); hier: p(z1) p(z2 | z1); mixture:K (discrete.py)
+    latent: str = "gaussian"  # or categorical:M,K, a discrete code (z_dim becomes M * K)
+    discrete: str = "auto"  # how a discrete site is trained: enum, concrete or reinforce (discrete.py)
+    straight_through: bool = False  # concrete: one-hot draws forward, relaxed gradients
 
 
 class StandardNormalPrior(nn.Module):
@@ -50,7 +58,7 @@ class StandardNormalPrior(nn.Module):
         super().__init__()
         self.z_dim = z_dim
 
-    def sample(self, n, device):
+    def sample(self, n, device, discrete=None, temperature=None):
         return pyro.sample("z", dist.Normal(torch.zeros(n, self.z_dim, device=device), 1.0).to_event(1))
 
     def split(self, z):
@@ -69,7 +77,7 @@ class HierarchicalPrior(nn.Module):
         self.d1 = z_dim // 2
         self.cond = nn.Linear(self.d1, 2 * (z_dim - self.d1))
 
-    def sample(self, n, device):
+    def sample(self, n, device, discrete=None, temperature=None):
         z1 = pyro.sample("z1", dist.Normal(torch.zeros(n, self.d1, device=device), 1.0).to_event(1))
         loc, scale = self.cond(z1).chunk(2, dim=-1)
         z2 = pyro.sample("z2", dist.Normal(loc, F.softplus(scale) + 1e-3).to_event(1))
@@ -86,17 +94,27 @@ class SentenceVAE(nn.Module):
     def __init__(self, config):
         super().__init__()
         c = self.config = config
-        self.z_dim = c.z_dim
-        self.decoder = Decoder(c.vocab_size, c.emb_dim, c.hidden, c.z_dim, c.dec_layers,
+        self.codes = parse_latent(c.latent) if c.z_dim > 0 else None  # (M, K) of a categorical code
+        self.z_dim = self.codes[0] * self.codes[1] if self.codes else c.z_dim
+        self.estimator = estimator(c.prior, c.latent, c.discrete) if c.z_dim > 0 else ""
+        self.component = None  # q(c|x) of a mixture prior trained by concrete or reinforce
+        self.decoder = Decoder(c.vocab_size, c.emb_dim, c.hidden, self.z_dim, c.dec_layers,
                                c.feed_z, c.tie, c.dropout)
         if c.z_dim > 0:
-            wanted = guide_class(c.guide).prior
-            if c.prior not in PRIORS or wanted != c.prior:
-                raise SVAEError(f"guide {c.guide!r} goes with --prior {wanted}, not {c.prior!r}")
-            self.prior = PRIORS[c.prior](c.z_dim)
             self.encoder = Encoder(c.vocab_size, c.emb_dim, c.enc_hidden or c.hidden, c.enc_layers,
                                    c.bidirectional, c.dropout)
+            if self.codes:
+                self.prior = CategoricalPrior(*self.codes)
+                self.posterior = CategoricalPosterior(self.encoder.out_dim, *self.codes)
+                return
+            mixture = parse_mixture(c.prior)
+            wanted, prior = guide_class(c.guide).prior, "standard" if mixture else c.prior
+            if prior not in PRIORS or wanted != prior:
+                raise SVAEError(f"guide {c.guide!r} goes with --prior {wanted}, not {c.prior!r}")
+            self.prior = MixturePrior(c.z_dim, mixture) if mixture else PRIORS[c.prior](c.z_dim)
             self.posterior = make_guide(c.guide, self.encoder.out_dim, c.z_dim)
+            if mixture and self.estimator in ("concrete", "reinforce"):
+                self.component = ComponentPosterior(self.encoder.out_dim, mixture)
 
     @property
     def device(self):
@@ -108,8 +126,10 @@ class SentenceVAE(nn.Module):
             return pyro.plate("sentences", n)
         return pyro.plate("sentences", size, subsample=torch.arange(n))
 
-    def model(self, batch=None, size=None, beta=1.0, word_keep=1.0, n=None, strategy=None, max_len=50):
-        """p(x, z). With a batch, x is observed; without, n sentences are decoded with ``strategy``."""
+    def model(self, batch=None, size=None, beta=1.0, word_keep=1.0, n=None, strategy=None, max_len=50,
+              discrete=None, temperature=None):
+        """p(x, z). With a batch, x is observed; without, n sentences are decoded with ``strategy``.
+        discrete: the estimator of a discrete site during training (None: the marginal p(z))."""
         pyro.module("decoder", self.decoder)
         n = batch.size if batch is not None else n
         with self._plate(n, size):
@@ -117,30 +137,54 @@ class SentenceVAE(nn.Module):
             if self.z_dim > 0:
                 pyro.module("prior", self.prior)
                 with poutine.scale(scale=max(beta, BETA_FLOOR)):
-                    z = self.prior.sample(n, self.device)
+                    z = self.prior.sample(n, self.device, discrete, temperature)
             if batch is None:
                 return pyro.sample("x", Sentences(self.decoder, z, strategy=strategy, max_len=max_len,
                                                   batch_size=n))
             inputs = word_dropout(batch.inputs, word_keep) if self.training else batch.inputs
             return pyro.sample("x", Sentences(self.decoder, z, inputs=inputs), obs=batch.targets)
 
-    def guide(self, batch, size=None, beta=1.0, **kwargs):
+    def guide(self, batch, size=None, beta=1.0, discrete=None, temperature=None, **kwargs):
         """q(z | x), under the same plate and the same KL scale as the model's latent sites."""
         if self.z_dim == 0:
             return None
         pyro.module("encoder", self.encoder)
-        return self.guide_given(self.encoder(batch.targets, batch.lengths), size, beta)
+        return self.guide_given(self.encoder(batch.targets, batch.lengths), size, beta,
+                                discrete=discrete, temperature=temperature)
 
-    def guide_given(self, h, size=None, beta=1.0, widen=1.0):
+    def guide_given(self, h, size=None, beta=1.0, widen=1.0, discrete=None, temperature=None):
         """The guide's latent sites for given encoder summaries h [B, H] (semi-amortized inference
         refines h per sentence). widen != 1: a diagonal q's standard deviations times ``widen``
-        (an overdispersed importance-sampling proposal)."""
+        (an overdispersed importance-sampling proposal). discrete concrete or reinforce: the
+        discrete site (the mixture's c, or the code z) drawn as that estimator needs it."""
         pyro.module("posterior", self.posterior)
-        with self._plate(h.shape[0], size):
-            with poutine.scale(scale=max(beta, BETA_FLOOR)):
-                if widen == 1.0:
+        n = h.shape[0]
+        with self._plate(n, size):
+            beta = max(beta, BETA_FLOOR)
+            with poutine.scale(scale=beta):
+                if widen != 1.0:
+                    return pyro.sample("z", widened(self.posterior, h, widen))
+                if discrete not in ("concrete", "reinforce"):
                     return self.posterior.sample(h)
-                return pyro.sample("z", widened(self.posterior, h, widen))
+                site_scale = beta * (size or n) / n  # what Pyro scales the site's log-densities by
+                hard = self.config.straight_through
+                if self.codes:
+                    return discrete_site("z", self.posterior, h, discrete, temperature, hard, site_scale)
+                pyro.module("component", self.component)
+                discrete_site("c", self.component, h, discrete, temperature, hard, site_scale)
+                return self.posterior.sample(h)
+
+    @torch.no_grad()
+    def component_posterior(self, batch, samples=16):
+        """The posterior over a mixture prior's component [B, K]: q(c|x) where the guide has one
+        (concrete, reinforce), else E_q(z|x) p(c | z) over ``samples`` draws (enum)."""
+        if not isinstance(self.prior, MixturePrior):
+            raise SVAEError("this run has no mixture prior (train with --prior mixture:K)")
+        h = self.encoder(batch.targets, batch.lengths)
+        if self.component is not None:
+            return self.component(h).probs.squeeze(-2)
+        z = self.guide_draws(batch, samples)[0]
+        return self.prior.responsibilities(z).mean(1)
 
     @property
     def latent_sites(self):

@@ -1,5 +1,6 @@
-"""Training objectives beyond Pyro's ELBOs: free bits (Kingma et al. 2016) and the
-importance-weighted bound (Burda et al. 2016)."""
+"""Training objectives beyond Pyro's ELBOs: free bits (Kingma et al. 2016) for every latent,
+continuous or discrete, on top of Pyro's mean-field, enumerated and score-function ELBOs, and
+the importance-weighted bound (Burda et al. 2016)."""
 
 import math
 
@@ -7,10 +8,12 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions.kl import kl_divergence
-from pyro.infer import TraceMeanField_ELBO
+from pyro.infer import TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer.traceenum_elbo import _compute_dice_elbo
 from pyro.infer.util import torch_item
 from pyro.poutine.util import site_is_subsample
 
+from .discrete import OneHotCode
 from .errors import SVAEError
 from .evaluation import kl_term
 from .model import BETA_FLOOR
@@ -23,22 +26,67 @@ def latent_sites(guide_trace):
 
 def kl_floor(guide_trace, model_trace, free_bits):
     """-> (KL, shortfall): the batch-averaged KL(q || p) of the latent sites, and how far it falls
-    below the floor, sum over units of max(0, floor - KL_unit). With the diagonal guide the units
-    are the dimensions of z (floor ``free_bits`` each, analytic KL; Kingma et al. 2016); with any
-    other family the unit is the whole latent (floor ``free_bits`` x its dimensions; KL analytic
-    where Pyro registers it, else from the drawn z). KL + shortfall = sum of max(KL_unit, floor)."""
-    sites = latent_sites(guide_trace)
-    q = guide_trace.nodes[sites[0]]["fn"]
-    if sites == ["z"] and isinstance(getattr(q, "base_dist", None), dist.Normal):
-        kl = kl_divergence(q.base_dist, model_trace.nodes["z"]["fn"].base_dist).mean(0)  # [Z]
-        return kl.sum(), (free_bits - kl).clamp(min=0).sum()
-    total, dims = 0.0, 0
-    for name in sites:
-        value = guide_trace.nodes[name]["value"]
-        total = total + _kl(guide_trace.nodes[name]["fn"], model_trace.nodes[name]["fn"], value)
-        dims += value.shape[-1]
-    kl = total.mean()
-    return kl, (free_bits * dims - kl).clamp(min=0)
+    below the floor, sum over units of max(0, floor - KL_unit). A unit is a dimension of a
+    diagonal Gaussian z (floor ``free_bits`` each, analytic KL; Kingma et al. 2016) or a variable
+    of a categorical site (floor ``free_bits``, exact KL); every other site is pooled into one
+    unit (floor ``free_bits`` x its dimensions; KL analytic where Pyro registers it, else from
+    the drawn value, against the marginal where the model enumerates a parent).
+
+    KL + shortfall = sum of max(KL_unit, floor). The shortfall is measured against the prior with
+    its parameters detached: below the floor the encoder feels no KL, while a learned prior
+    (mixture, hierarchy) still fits the posteriors through the KL term."""
+    kl, shortfall, pooled, pooled_dims = 0.0, 0.0, 0.0, 0
+    for name in latent_sites(guide_trace):
+        units, per_unit = site_kl(name, guide_trace, model_trace)
+        kl = kl + units.mean(0).sum()
+        if _learned(model_trace.nodes[name]["fn"]):
+            units, _ = site_kl(name, guide_trace, model_trace, detach_prior=True)
+        units = units.mean(0)  # [U] or a scalar
+        if per_unit:
+            shortfall = shortfall + (free_bits - units).clamp(min=0).sum()
+        else:
+            pooled, pooled_dims = pooled + units, pooled_dims + guide_trace.nodes[name]["value"].shape[-1]
+    if pooled_dims:
+        shortfall = shortfall + (free_bits * pooled_dims - pooled).clamp(min=0)
+    return kl, shortfall
+
+
+def site_kl(name, guide_trace, model_trace, detach_prior=False):
+    """KL(q || p) of one latent site: -> ([B, U] per unit, True) or ([B] for the site, False).
+    detach_prior: the prior's parameters as constants."""
+    prior = _detached if detach_prior else (lambda fn: fn)
+    q, p = guide_trace.nodes[name]["fn"], prior(model_trace.nodes[name]["fn"])
+    value = guide_trace.nodes[name]["value"]
+    enumerated = [s for s in model_trace.nodes.values()
+                  if s["type"] == "sample" and s["infer"].get("_enumerate_dim") is not None]
+    if enumerated:  # p(z) = sum_c p(c) p(z | c): log q(z) - log p(z) at the draw
+        log_p = p.log_prob(value)
+        for s in enumerated:
+            log_p = torch.logsumexp(log_p + prior(s["fn"]).log_prob(s["value"]), dim=s["infer"]["_enumerate_dim"])
+        return q.log_prob(value) - log_p, False
+    if isinstance(q, OneHotCode) and isinstance(p, OneHotCode):
+        return q.kl_units(p), True
+    if name == "z" and isinstance(getattr(q, "base_dist", None), dist.Normal) \
+            and isinstance(getattr(p, "base_dist", None), dist.Normal):
+        return kl_divergence(q.base_dist, p.base_dist), True
+    return _kl(q, p, value), False
+
+
+def _learned(fn):
+    """Whether a prior distribution depends on trained parameters (Normal-based or a code)."""
+    base = getattr(fn, "base_dist", fn)
+    return any(getattr(base, k, torch.zeros(())).requires_grad for k in ("loc", "scale", "logits"))
+
+
+def _detached(fn):
+    """The same Normal-based or categorical distribution with its parameters as constants."""
+    if isinstance(fn, dist.Independent):
+        return dist.Independent(_detached(fn.base_dist), fn.reinterpreted_batch_ndims)
+    if isinstance(fn, dist.Normal):
+        return dist.Normal(fn.loc.detach(), fn.scale.detach())
+    if isinstance(fn, OneHotCode):
+        return OneHotCode(fn.logits.detach(), fn.temperature, fn.straight_through)
+    return fn
 
 
 def _kl(q, p, value):
@@ -50,11 +98,24 @@ def _kl(q, p, value):
     return kl_term(q, p, value)
 
 
+def floor_penalty(guide_trace, model_trace, free_bits):
+    """The free-bits floor as a penalty on top of an ELBO: scale x batch x shortfall, where scale
+    is the latent sites' (beta x corpus / batch). 0 without latent sites or floor."""
+    sites = latent_sites(guide_trace)
+    if not sites or free_bits <= 0:
+        return 0.0
+    site = guide_trace.nodes[sites[0]]
+    _, shortfall = kl_floor(guide_trace, model_trace, free_bits)
+    return site["scale"] * site["value"].shape[0] * shortfall
+
+
 class FreeBitsELBO(TraceMeanField_ELBO):
     """The ELBO with a KL floor: the KL term, averaged over the minibatch, counts as at least the
     floor (``free_bits`` nats per latent dimension). Below the floor the KL has no gradient, so the
     encoder is free to use those nats (a remedy for posterior collapse). With the diagonal guide
-    the floor applies to each dimension, with the other families to the total KL (``kl_floor``)."""
+    the floor applies to each dimension, with the other families to the total KL (``kl_floor``).
+    Every KL is analytic where one exists, so with ``free_bits`` 0 this is the mean-field ELBO
+    (the Concrete estimator's: the exact categorical KL, the relaxed draw elsewhere)."""
 
     def __init__(self, free_bits, **kwargs):
         super().__init__(**kwargs)
@@ -69,6 +130,42 @@ class FreeBitsELBO(TraceMeanField_ELBO):
             scale = site["scale"]  # beta * corpus / batch
             elbo = elbo - scale * site["value"].shape[0] * (kl + shortfall)
         return -torch_item(elbo), -elbo
+
+
+class EnumELBO(TraceEnum_ELBO):
+    """``TraceEnum_ELBO`` for the model's enumerated sites (a mixture prior's component, summed out
+    exactly; one plate over sentences), with the free-bits floor of ``kl_floor`` as a penalty."""
+
+    def __init__(self, free_bits=0.0):
+        super().__init__(max_plate_nesting=1)
+        self.free_bits = free_bits
+
+    def _elbos(self, model, guide, args, kwargs):
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            yield _compute_dice_elbo(model_trace, guide_trace) - floor_penalty(guide_trace, model_trace, self.free_bits)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        return -sum(self._elbos(model, guide, args, kwargs)) / self.num_particles
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return torch_item(loss)
+
+
+class ScoreFunctionELBO(TraceGraph_ELBO):
+    """``TraceGraph_ELBO``: the score-function estimator for the guide's non-reparameterized
+    sites (with their baselines), pathwise elsewhere; plus the free-bits floor as a penalty,
+    differentiated pathwise only (its dependence on a discrete draw is not scored)."""
+
+    def __init__(self, free_bits=0.0):
+        super().__init__()
+        self.free_bits = free_bits
+
+    def _loss_and_surrogate_loss_particle(self, model_trace, guide_trace):
+        elbo, surrogate_loss = super()._loss_and_surrogate_loss_particle(model_trace, guide_trace)
+        penalty = floor_penalty(guide_trace, model_trace, self.free_bits)
+        return elbo - torch_item(penalty), surrogate_loss + penalty
 
 
 class ImportanceWeightedELBO:

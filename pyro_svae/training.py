@@ -26,12 +26,13 @@ from . import __version__
 from .checkpoint import atomic_save, atomic_write_bytes, load_checkpoint, remove_temporaries
 from .corpus import batch_order, gather, split_files
 from .devices import check_amp, forked_rng, resolve_device
+from .discrete import MixturePrior, estimator, parse_mixture, parse_tau
 from .distributed import World, join, leave
 from .errors import SVAEError
 from .evaluation import latent_kl, validate
 from .guides import guide_class, make_guide
 from .model import BETA_FLOOR, ModelConfig, SentenceVAE
-from .objectives import FreeBitsELBO, ImportanceWeightedELBO
+from .objectives import EnumELBO, FreeBitsELBO, ImportanceWeightedELBO, ScoreFunctionELBO
 from .rundir import (BEST, CHECKPOINT, CONFIG, METRICS, load_corpus, model_config, read_config,
                      restore_model, write_config, writer_lock)
 from .schedules import parse_schedule
@@ -61,7 +62,11 @@ class TrainConfig:
     tie: bool = ModelConfig.tie
     dropout: float = 0.2  # on embeddings and LSTM outputs
     guide: str = ModelConfig.guide
-    prior: str = ModelConfig.prior
+    prior: str = ModelConfig.prior  # standard | hier | mixture:K
+    latent: str = ModelConfig.latent  # gaussian | categorical:M,K
+    discrete: str = ModelConfig.discrete  # auto | enum | concrete | reinforce (a discrete latent's estimator)
+    tau: str = "1.0,0.5,2000"  # concrete: temperature START,END,STEPS (exponential decay)
+    straight_through: bool = ModelConfig.straight_through
     # objective
     elbo: str = "trace"  # trace (Trace_ELBO) | meanfield (TraceMeanField_ELBO, analytic KL)
     kl_schedule: str = "linear:0,2000"  # beta reaches 1 after 2,000 steps
@@ -110,7 +115,7 @@ COLLAPSED_KL = 0.5  # validation KL (nats per sentence) under which training war
 # Options a resumed run may change; every other one is fixed by the run.
 RESUMABLE = {"max_epochs", "max_steps", "max_minutes", "eval_every", "patience", "device", "amp"}
 CHOICES = {"tokenizer": ("word", "spm"), "too_long": ("drop", "truncate"), "model": ("vae", "lm"),
-           "elbo": ("trace", "meanfield"), "prior": ("standard", "hier"), "amp": ("off", "bf16"),
+           "elbo": ("trace", "meanfield"), "amp": ("off", "bf16"),
            "preset": tuple(PRESETS)}
 
 # Each float option's range and how its error states it (every one must also be finite).
@@ -148,13 +153,14 @@ class GlobalClipAdam(PyroOptim):
     def __call__(self, params, *args, **kwargs):
         if self.adam is None:
             self.params = sorted(params, key=pyro.get_param_store().param_name)
+            self.clipped = [p for p in self.params if not _is_baseline(pyro.get_param_store().param_name(p))]
             self.adam = make_adam(self.params, self.lr)
             if self.pending is not None:
                 self.adam.load_state_dict(self.pending)
         if self.sync is not None:
             self.sync(self.params)
-        if self.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+        if self.clip_norm > 0:  # a score-function baseline regresses costs in the thousands: not clipped
+            torch.nn.utils.clip_grad_norm_(self.clipped, self.clip_norm)
         self.adam.step()
         for p in self.params:  # fresh gradients next step: nothing for SVI's zero_grads to fill
             p.grad = None
@@ -180,10 +186,22 @@ class GlobalClipAdam(PyroOptim):
                 self.adam.state.pop(p, None)
 
 
+def _is_baseline(name):
+    """A score-function baseline's parameter ("posterior$$$baseline.net.0.weight")."""
+    return "baseline" in name.rpartition("$$$")[2].split(".")
+
+
 def make_loss(c):
     """The training objective of config ``c``: the IW bound (K > 1), free bits, or one of Pyro's ELBOs."""
     if c.model == "lm":
         return TraceMeanField_ELBO() if c.elbo == "meanfield" else Trace_ELBO()
+    discrete = estimator(c.prior, c.latent, c.discrete)
+    if discrete == "enum":
+        return EnumELBO(c.free_bits)
+    if discrete == "reinforce":
+        return ScoreFunctionELBO(c.free_bits)
+    if discrete == "concrete":
+        return FreeBitsELBO(c.free_bits)  # analytic (exact) categorical KL, relaxed draws
     if c.iw_particles > 1:
         return ImportanceWeightedELBO(c.iw_particles, c.free_bits)
     if c.free_bits > 0:
@@ -221,8 +239,18 @@ def check_config(c):
         raise SVAEError("--z-dim must be positive for a VAE (use --model lm for no latent)")
     if c.model == "vae":
         make_guide(c.guide, 4, c.z_dim)  # a valid family and argument
-        if guide_class(c.guide).prior != c.prior:
-            raise SVAEError(f"guide {c.guide!r} goes with --prior {guide_class(c.guide).prior}, not {c.prior!r}")
+        if c.prior not in ("standard", "hier") and not parse_mixture(c.prior):
+            raise SVAEError(f"--prior {c.prior!r}: use one of standard, hier, mixture:K")
+        discrete = estimator(c.prior, c.latent, c.discrete)  # a valid latent and estimator
+        wanted = guide_class(c.guide).prior
+        if wanted != ("standard" if parse_mixture(c.prior) else c.prior):
+            raise SVAEError(f"guide {c.guide!r} goes with --prior {wanted}, not {c.prior!r}")
+        if c.latent != "gaussian" and c.guide != "diag":
+            raise SVAEError(f"--latent {c.latent} has its own q(z|x); leave --guide at diag")
+        if discrete and c.iw_particles > 1:
+            raise SVAEError("--iw-particles > 1 is for a Gaussian latent; a discrete one trains on the ELBO")
+        if discrete == "concrete":
+            parse_tau(c.tau)
     parse_schedule(c.kl_schedule, c.max_steps or c.max_epochs or None)
 
 
@@ -310,6 +338,8 @@ class Trainer:
         self.batches_per_epoch = math.ceil(len(splits["train"]) / c.batch_size)
         self.total_steps = c.max_steps or (c.max_epochs * self.batches_per_epoch) or None
         self.schedule = parse_schedule(c.kl_schedule, self.total_steps)
+        self.discrete = self.svae.estimator or None
+        self.tau = parse_tau(c.tau) if self.discrete == "concrete" else (lambda step: None)
         self.last_metrics, self.warned, self.checkpointed = None, False, False
         self.tokens, self.eval_seconds = 0, 0.0  # real tokens trained on (all processes); time validating
         self.pos = {"step": 0, "epoch": 0, "batch": 0, "best_elbo": -math.inf, "bad_evals": 0, "minutes": 0.0,
@@ -390,6 +420,29 @@ class Trainer:
         self.optim.reset(self.svae.decoder.parameters())  # and its Adam state
         self.log(f"step {self.pos['step']}: autoencoder pretraining done; decoder re-initialized")
 
+    FIT_SENTENCES = 5000
+
+    def fit_mixture(self):
+        """End of autoencoder pretraining with a mixture prior: fit its components to the posteriors
+        of the first training sentences (k-means of their means, MixturePrior.fit; the moments from
+        16 draws of the guide). Every process computes the same fit (same weights, sentences, seed)."""
+        if not isinstance(getattr(self.svae, "prior", None), MixturePrior):
+            return
+        train = self.splits["train"]
+        n = min(len(train), self.FIT_SENTENCES)
+        was_training = self.svae.training
+        self.svae.eval()
+        with torch.no_grad(), forked_rng(self.device):
+            draws = [self.svae.guide_draws(gather(train, list(range(i, min(i + 256, n)))).to(self.device), 16)[0]
+                     for i in range(0, n, 256)]
+        self.svae.train(was_training)
+        draws = torch.cat(draws)  # [n, 16, Z]: the moments of every guide family, by sampling
+        fit = self.svae.prior.fit(draws.mean(1), draws.var(1), self.c.seed)
+        sizes = torch.bincount(fit, minlength=self.svae.prior.k)
+        self.optim.reset(self.svae.prior.parameters())
+        self.log(f"step {self.pos['step']}: mixture fitted to the posterior means of {n} sentences "
+                 f"(k-means; cluster sizes {', '.join(str(int(s)) for s in sizes)})")
+
     def time_up(self, started):
         return bool(self.c.max_minutes) and self.pos["minutes"] + (time.time() - started) / 60 >= self.c.max_minutes
 
@@ -432,13 +485,15 @@ class Trainer:
                     self.optim.sync = lambda params: world.sum_grads(params, weight)
                     batch = gather(train, local).to(self.device)
                     if c.pretrain_steps and p["step"] == c.pretrain_steps:
+                        self.fit_mixture()
                         self.reset_decoder()
                     beta = self.beta(p["step"])
                     # Pyro's validation checks shapes and supports of model and guide (our code,
                     # tested); off, a step does less Python work. A bad step still stops the run:
                     with torch.autocast(self.device.type, torch.bfloat16, enabled=c.amp == "bf16"), \
                             pyro.validation_enabled(False):
-                        loss = self.svi.step(batch, size=size, beta=beta, word_keep=c.word_keep)
+                        loss = self.svi.step(batch, size=size, beta=beta, word_keep=c.word_keep,
+                                             discrete=self.discrete, temperature=self.tau(p["step"]))
                     # the global batch's loss, and whether any process was stopped or ran out of time
                     loss, tokens, time_up, stop = world.sum(
                         [loss * weight, batch.num_tokens(), self.time_up(started), bool(interrupted)], self.device)
