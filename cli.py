@@ -38,7 +38,16 @@ TRAIN_OPTIONS = [
     ("tie", "Tie the output layer to the decoder's embedding."),
     ("dropout", "Dropout on embeddings and LSTM outputs."),
     ("guide", "Variational family: diag, lowrank:R, fullrank, iaf:K, delta, hier-meanfield, hier-structured."),
-    ("prior", "standard: N(0, I); hier: p(z1) p(z2|z1) (with a hier-* guide)."),
+    ("prior", "standard: N(0, I); hier: p(z1) p(z2|z1) (with a hier-* guide); mixture:K: a learned mixture of "
+              "K Gaussians whose component is discrete (see --discrete)."),
+    ("latent", "gaussian, or categorical:M,K: z is M categorical variables with K classes each (uniform prior; "
+               "--z-dim is then M x K)."),
+    ("discrete", "How a discrete latent is trained: enum (the mixture's component summed out exactly by "
+                 "TraceEnum_ELBO), concrete (Gumbel-softmax relaxation, see --tau), reinforce (score function "
+                 "with a learned baseline, TraceGraph_ELBO); auto: enum for mixture:K, concrete for categorical."),
+    ("tau", "concrete: the relaxation's temperature START,END,STEPS, falling exponentially from START to END "
+            "over STEPS steps."),
+    ("straight_through", "concrete: one-hot draws in the forward pass, relaxed gradients."),
     ("elbo", "trace (Trace_ELBO, sampled KL) or meanfield (TraceMeanField_ELBO, analytic KL)."),
     ("kl_schedule", "KL weight per step: constant[:b], linear:start,steps, logistic:k,x0 (Bowman), cyclical:cycles,ratio."),
     ("word_keep", "Word dropout keep rate k in [0, 1]: decoder inputs become <unk> with prob. 1-k (0: inputless)."),
@@ -231,15 +240,51 @@ def _read_sentences(sentences, input_file):
 @cli.command()
 @click.argument("run", type=click.Path())
 @click.option("-n", "n", type=click.IntRange(min=1), default=10, show_default=True, help="How many sentences.")
+@click.option("--component", type=int, default=None, help="A mixture prior: draw z from this component only.")
 @decoding_options
-def sample(run, n, seed, device, checkpoint, as_json, **o):
+def sample(run, n, component, seed, device, checkpoint, as_json, **o):
     """Decode sentences from z drawn from the prior.
 
     Example: python cli.py sample runs/ptb -n 5 --decode beam
     """
     vae = _explorer(run, device, checkpoint, seed)
-    z, texts = vae.sample(n, **_search(o))
+    z, texts = vae.sample(n, component=component, **_search(o))
     _emit(_rows(z, texts), as_json)
+
+
+@cli.command()
+@click.argument("run", type=click.Path())
+@click.option("--split", type=click.Choice(["train", "valid", "test"]), default="test", show_default=True)
+@click.option("--input", "input_file", type=click.Path(), help="Cluster this file of sentences instead of a split.")
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Sentences and words shown per cluster.")
+@click.option("--limit", type=click.IntRange(min=0), default=0, help="The first N sentences only.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (the q(z|x) draws of an enum run).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+def clusters(run, split, input_file, top, limit, as_json, seed, device, checkpoint):
+    """A mixture prior's components as clusters: size, most probable sentences, characteristic words.
+
+    Each sentence goes to its most probable component under q(c|x) (concrete, reinforce) or
+    E_q(z|x) p(c|z) (enum). Example: python cli.py clusters runs/mix --split test --top 5
+    """
+    vae = _explorer(run, device, checkpoint, seed)
+    data = vae.split(split, input_file, limit)
+    result = vae.clusters(data, top=top)
+    if as_json:
+        click.echo(json.dumps(result, indent=1))
+        return
+    n = sum(c["size"] for c in result)
+    used = sum(1 for c in result if c["size"])
+    click.echo(f"{input_file or split}: {n} sentences in {used} of {len(result)} components")
+    for c in result:
+        click.echo(f"\ncomponent {c['component']}: {c['size']} sentences ({c['size'] / max(n, 1):.1%}), "
+                   f"prior weight {c['weight']:.3f}")
+        if c["words"]:
+            click.echo("  words: " + " ".join(c["words"]))
+        for text in c["sentences"]:
+            click.echo(f"  - {text}")
 
 
 @cli.command()
@@ -367,6 +412,9 @@ def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, per_s
         mi = totals["mutual_information"]
         click.echo(f"MI       {'n/a (point estimate)' if mi is None else f'{mi:.3f} nats'}")
         click.echo(f"AU       {totals['active_units']} of {len(totals['au_variances'])} dimensions (Cov >= 0.01)")
+        if "clusters_in_use" in totals:
+            click.echo(f"clusters {totals['clusters_in_use']:.2f} in use (exp of the entropy "
+                       f"{totals['component_entropy']:.3f} of the average component posterior)")
     if refine and not lm:
         gap = totals["elbo"] - totals["elbo_amortized"]
         what = f"amortization gap >= {gap:.2f} nats/sentence" if widen == 1 else f"of the q widened x{widen:g}"

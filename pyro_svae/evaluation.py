@@ -122,6 +122,15 @@ def iw_log_likelihood(svae, batch, samples=500, chunk=50, amp="off", h=None, wid
     return log_p, rec, rec - log_w.mean(1)
 
 
+def component_usage(posteriors):
+    """How many of a mixture's components the data uses, from each sentence's posterior over them
+    [N, K]: the entropy H of their average (nats) and exp(H), the clusters in use (K when all are
+    used equally, 1 when every sentence falls in one)."""
+    average = posteriors.mean(0)
+    entropy = float(-(average * average.clamp(min=1e-30).log()).sum())
+    return {"component_entropy": entropy, "clusters_in_use": math.exp(entropy)}
+
+
 def active_units(means, threshold=0.01):
     """Dimensions whose posterior mean varies across the data with variance >= threshold.
     means: [N, Z] -> (count, variances [Z])."""
@@ -155,7 +164,8 @@ def evaluate(svae, split, samples=500, batch_size=32, chunk=50, seed=0, progress
     refine = N > 0: q(z|x) is first refined per sentence by N SVI steps (refine.py) and the NLL,
     ELBO, rec and kl use the refined q; "elbo_amortized" is the guide's own ELBO (16 draws).
     widen != 1: the draws come from a diag q with its standard deviations times ``widen``.
-    kl_analytic, MI and active units always describe the amortized guide."""
+    kl_analytic, MI and active units always describe the amortized guide. With a mixture prior,
+    log p(z) is the mixture's (so NLL, ELBO and KL stay exact) and ``component_usage`` is added."""
     from tqdm.auto import tqdm
 
     from .networks import frozen
@@ -165,7 +175,8 @@ def evaluate(svae, split, samples=500, batch_size=32, chunk=50, seed=0, progress
         raise SVAEError(f"--widen {widen}: must be a positive number")
     check_amp(amp, next(svae.parameters()).device)
     svae.eval()
-    rows, means, dists, draws = [None] * len(split), [], [], []
+    rows, means, dists, draws, components = [None] * len(split), [], [], [], []
+    mixture = svae.z_dim > 0 and hasattr(svae.prior, "responsibilities")
     # MI needs q(z|x) as one distribution; a point estimate has no meaningful MI
     with_mi = svae.z_dim > 0 and isinstance(svae.posterior, SingleSite) and not svae.posterior.point_estimate
     refine = refine if svae.z_dim else 0
@@ -186,6 +197,8 @@ def evaluate(svae, split, samples=500, batch_size=32, chunk=50, seed=0, progress
                 if with_mi:
                     dists.append(svae.q(batch))
                     draws.append(dists[-1].sample())
+                if mixture:
+                    components.append(svae.component_posterior(batch))
             for i, pos in enumerate(positions):
                 rows[pos] = {"nll": -float(log_px[i]), "elbo": float(rec[i] - kl[i]), "rec": -float(rec[i]),
                              "kl": float(kl[i]), "kl_analytic": float(kl_exact[i]), "tokens": int(batch.lengths[i])}
@@ -208,4 +221,6 @@ def evaluate(svae, split, samples=500, batch_size=32, chunk=50, seed=0, progress
         totals["active_units"], variances = active_units(torch.cat(means), au_threshold)
         totals["mutual_information"] = mutual_information(dists, draws) if with_mi else None
         totals["au_variances"] = [round(float(v), 5) for v in variances]
+    if mixture:
+        totals.update(component_usage(torch.cat(components)))
     return {"totals": totals, "sentences": rows}

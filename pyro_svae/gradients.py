@@ -1,15 +1,22 @@
 """Why reparameterization wins: the variance of the ELBO's gradient with respect to the guide's
 parameters under the pathwise estimator (Trace_ELBO on reparameterized draws) and under the
 score-function estimator (the same guide with reparameterization switched off, scored by
-TraceGraph_ELBO, optionally with a decaying-average baseline)."""
+TraceGraph_ELBO, optionally with a decaying-average baseline).
+
+For a discrete site (a mixture prior's component c with its q(c|x)), the same comparison over
+q(c|x)'s parameters: the exact sum over c (the guide's c enumerated by TraceEnum_ELBO), the
+score function without and with the learned baseline, and the biased Concrete relaxation."""
 
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.infer import Trace_ELBO, TraceGraph_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO
 from pyro.poutine.messenger import Messenger
 
+from .errors import SVAEError
+
 ESTIMATORS = ("reparam", "reinforce", "reinforce+baseline")
+DISCRETE_ESTIMATORS = ("enum", "reinforce", "reinforce+baseline", "concrete")
 
 
 def without_rsample(fn):
@@ -78,3 +85,47 @@ def guide_gradient_variance(svae, batch, estimators=ESTIMATORS, samples=200, pro
         grads = gradient_samples(svae.model, svae.guide, groups, estimator, samples, batch, progress=progress)
         report[estimator] = {group: summarize(g) for group, g in grads.items()}
     return report
+
+
+def component_gradient_samples(svae, batch, estimator="enum", samples=200, temperature=0.5, size=None, progress=False):
+    """``samples`` one-draw estimates of the gradient of -ELBO w.r.t. q(c|x)'s parameters (a
+    mixture prior trained by concrete or reinforce): -> [samples, P]. ``enum`` sums over c exactly
+    (only z is drawn); ``concrete`` differentiates the relaxation at ``temperature``."""
+    from tqdm.auto import tqdm
+
+    from .objectives import FreeBitsELBO
+
+    if svae.component is None:
+        raise SVAEError("the discrete-site gradients need q(c|x): a mixture run trained with --discrete concrete or reinforce")
+    if estimator not in DISCRETE_ESTIMATORS:
+        raise SVAEError(f"unknown estimator {estimator!r}; use {', '.join(DISCRETE_ESTIMATORS)}")
+    svae.train(False)
+    kwargs = dict(size=size, discrete="concrete" if estimator == "concrete" else "reinforce", temperature=temperature)
+    guide = svae.guide
+    if estimator == "enum":
+        loss = TraceEnum_ELBO(max_plate_nesting=1)
+        guide = poutine.infer_config(guide, lambda site: {"enumerate": "parallel", "baseline": {}} if site["name"] == "c" else {})
+    elif estimator == "concrete":
+        loss = FreeBitsELBO(0.0)
+    else:
+        loss = TraceGraph_ELBO()
+        if estimator == "reinforce":
+            guide = poutine.infer_config(guide, lambda site: {"baseline": {}} if site["name"] == "c" else {})
+    params = list(svae.component.logits.parameters())
+    rows = []
+    for _ in tqdm(range(samples), desc=estimator, disable=not progress):
+        for p in svae.parameters():
+            p.grad = None
+        loss.loss_and_grads(svae.model, guide, batch, **kwargs)
+        rows.append(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params]))
+    return torch.stack(rows)
+
+
+def component_gradient_variance(svae, batch, estimators=DISCRETE_ESTIMATORS, samples=200, temperature=0.5,
+                                progress=False):
+    """{estimator: summary (``summarize``) of the q(c|x) gradient, plus "bias_norm": the distance of
+    its mean from the exact (enum) mean gradient}."""
+    grads = {e: component_gradient_samples(svae, batch, e, samples, temperature, progress=progress)
+             for e in dict.fromkeys(("enum",) + tuple(estimators))}
+    exact = grads["enum"].mean(0)
+    return {e: {**summarize(grads[e]), "bias_norm": float((grads[e].mean(0) - exact).norm())} for e in estimators}

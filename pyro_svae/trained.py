@@ -165,10 +165,66 @@ class TrainedVAE:
         rows = [{k: text(v) for k, v in r.items()} for r in results]
         return rows, report
 
-    def sample(self, n, **decoding):
-        """n draws from the model: z ~ p(z), then x decoded from z. -> (z [n, Z] or None, texts)."""
+    def sample(self, n, component=None, **decoding):
+        """n draws from the model: z ~ p(z), then x decoded from z. -> (z [n, Z] or None, texts).
+        component k (a mixture prior): z ~ p(z | c = k) instead."""
+        if component is not None:
+            mixture = self._mixture()
+            if not 0 <= component < mixture.k:
+                raise SVAEError(f"--component {component}: the mixture has components 0 to {mixture.k - 1}")
+            with torch.inference_mode():
+                z = mixture.sample_component(component, n)
+            return z, self.decode(z, **decoding)
         z, tokens = self._run_model(None, n=n, **decoding)
         return z, [self.tokenizer.decode(row.tolist()) for row in tokens]
+
+    def _mixture(self):
+        from .discrete import MixturePrior
+
+        if not isinstance(getattr(self.svae, "prior", None), MixturePrior):
+            raise SVAEError("this run has no mixture prior (train with --prior mixture:K)")
+        return self.svae.prior
+
+    @torch.inference_mode()
+    def component_posterior(self, sentences):
+        """The posterior over the mixture's component for each sentence: [N, K]
+        (q(c|x), or E_q(z|x) p(c|z) for a run trained by enumeration)."""
+        self._mixture()
+        return self.svae.component_posterior(self.batch(sentences))
+
+    @torch.inference_mode()
+    def clusters(self, split="test", top=10, limit=0, batch_size=64):
+        """The mixture's components as clusters of a split's sentences: each sentence goes to its
+        most probable component. -> [{"component", "weight" (pi_k), "size", "share" (mean
+        posterior), "sentences" (the ``top`` most probable members), "words" (the ``top`` most
+        characteristic words: count in the cluster x log of how much likelier there than in the
+        split)}], largest first."""
+        import collections
+
+        mixture = self._mixture()
+        data = self.split(split, limit=limit)
+        posts, texts = [], []
+        for start in range(0, len(data), batch_size):
+            ids = [data.sentence(i) for i in range(start, min(start + batch_size, len(data)))]
+            posts.append(self.svae.component_posterior(make_batch(ids).to(self.svae.device)).cpu())
+            texts += [self.tokenizer.decode(s) for s in ids]
+        posts = torch.cat(posts)
+        best, prob = posts.argmax(1), posts.max(1).values
+        everywhere = collections.Counter(w for t in texts for w in t.split())
+        total = sum(everywhere.values())
+        weights = mixture.weights().cpu()
+        out = []
+        for k in range(mixture.k):
+            members = (best == k).nonzero().squeeze(1)
+            members = members[prob[members].argsort(descending=True)]
+            words = collections.Counter(w for i in members.tolist() for w in texts[i].split())
+            n = sum(words.values())
+            lift = {w: c * math.log(c / n / (everywhere[w] / total)) for w, c in words.items() if c > 1}
+            out.append({"component": k, "weight": float(weights[k]), "size": len(members),
+                        "share": float(posts[:, k].mean()),
+                        "sentences": [texts[i] for i in members[:top].tolist()],
+                        "words": [w for w, v in sorted(lift.items(), key=lambda kv: -kv[1]) if v > 0][:top]})
+        return sorted(out, key=lambda c: -c["size"])
 
     @torch.inference_mode()
     def posterior_mean(self, sentences):
