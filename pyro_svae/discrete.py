@@ -161,31 +161,6 @@ class MixturePrior(nn.Module):
     def split(self, z):
         return {"z": z}
 
-    @torch.no_grad()
-    def fit(self, z, var, seed=0, iterations=25):
-        """Set the components from posterior means z [N, Z] and variances var [N, Z] by k-means of
-        the means (k-means++ seeding, ``seed``): each component is its cluster's share of the
-        aggregate posterior, means at the centroids, variances the spread of the means plus the
-        mean posterior variance, weights the cluster sizes (after VaDE's initialization, Jiang et
-        al. 2017). -> the cluster of each code [N]."""
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        z, var = z.detach().float().cpu(), var.detach().float().cpu()
-        centers = z[torch.randint(len(z), (1,), generator=generator)]
-        for _ in range(1, self.k):  # k-means++: far points are likelier seeds
-            d2 = torch.cdist(z, centers).min(1).values.pow(2)
-            centers = torch.cat([centers, z[torch.multinomial(d2 + 1e-12, 1, generator=generator)]])
-        for _ in range(iterations):
-            assign = torch.cdist(z, centers).argmin(1)
-            centers = torch.stack([z[assign == k].mean(0) if (assign == k).any() else centers[k] for k in range(self.k)])
-        counts = torch.bincount(assign, minlength=self.k).float()
-        members = [assign == k if counts[k] > 0 else torch.ones_like(assign, dtype=torch.bool) for k in range(self.k)]
-        spread = torch.stack([(z[m].var(0, unbiased=False) + var[m].mean(0)).sqrt() for m in members])
-        device = self.loc.device
-        self.loc.copy_(centers.to(device))
-        self.raw_scale.copy_(torch.expm1(spread.clamp(min=0.01)).log().to(device))  # softplus^-1
-        self.logits.copy_(torch.log((counts + 1) / (counts.sum() + self.k)).to(device))
-        return assign
-
 
 class CategoricalPrior(nn.Module):
     """p(z): M uniform categorical variables with K classes, one flat one-hot code [M * K]."""

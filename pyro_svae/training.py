@@ -26,7 +26,7 @@ from . import __version__
 from .checkpoint import atomic_save, atomic_write_bytes, load_checkpoint, remove_temporaries
 from .corpus import batch_order, gather, split_files
 from .devices import check_amp, forked_rng, resolve_device
-from .discrete import MixturePrior, estimator, parse_mixture, parse_tau
+from .discrete import estimator, parse_mixture, parse_tau
 from .distributed import World, join, leave
 from .errors import SVAEError
 from .evaluation import latent_kl, validate
@@ -420,29 +420,6 @@ class Trainer:
         self.optim.reset(self.svae.decoder.parameters())  # and its Adam state
         self.log(f"step {self.pos['step']}: autoencoder pretraining done; decoder re-initialized")
 
-    FIT_SENTENCES = 5000
-
-    def fit_mixture(self):
-        """End of autoencoder pretraining with a mixture prior: fit its components to the posteriors
-        of the first training sentences (k-means of their means, MixturePrior.fit; the moments from
-        16 draws of the guide). Every process computes the same fit (same weights, sentences, seed)."""
-        if not isinstance(getattr(self.svae, "prior", None), MixturePrior):
-            return
-        train = self.splits["train"]
-        n = min(len(train), self.FIT_SENTENCES)
-        was_training = self.svae.training
-        self.svae.eval()
-        with torch.no_grad(), forked_rng(self.device):
-            draws = [self.svae.guide_draws(gather(train, list(range(i, min(i + 256, n)))).to(self.device), 16)[0]
-                     for i in range(0, n, 256)]
-        self.svae.train(was_training)
-        draws = torch.cat(draws)  # [n, 16, Z]: the moments of every guide family, by sampling
-        fit = self.svae.prior.fit(draws.mean(1), draws.var(1), self.c.seed)
-        sizes = torch.bincount(fit, minlength=self.svae.prior.k)
-        self.optim.reset(self.svae.prior.parameters())
-        self.log(f"step {self.pos['step']}: mixture fitted to the posterior means of {n} sentences "
-                 f"(k-means; cluster sizes {', '.join(str(int(s)) for s in sizes)})")
-
     def time_up(self, started):
         return bool(self.c.max_minutes) and self.pos["minutes"] + (time.time() - started) / 60 >= self.c.max_minutes
 
@@ -485,7 +462,6 @@ class Trainer:
                     self.optim.sync = lambda params: world.sum_grads(params, weight)
                     batch = gather(train, local).to(self.device)
                     if c.pretrain_steps and p["step"] == c.pretrain_steps:
-                        self.fit_mixture()
                         self.reset_decoder()
                     beta = self.beta(p["step"])
                     # Pyro's validation checks shapes and supports of model and guide (our code,

@@ -143,7 +143,7 @@ def mixture_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("mixture")
     data = write_corpus(root / "corpus", n_train=300)
     pyro.clear_param_store()
-    train(tiny_config(data, prior="mixture:3", max_steps=60, eval_every=30, free_bits=0.5, pretrain_steps=20),
+    train(tiny_config(data, prior="mixture:3", max_steps=60, eval_every=30, free_bits=0.5),
           str(root / "run"), log=quiet, progress=False)
     return str(root / "run")
 
@@ -171,21 +171,6 @@ def test_mixture_run_evaluates_clusters_and_samples_a_component(mixture_run, run
 def test_clusters_of_a_gaussian_run_is_a_one_line_error(trained_run, run_cli):
     code, _, err = run_cli("clusters", trained_run)
     assert code != 0 and err.strip() == "error: this run has no mixture prior (train with --prior mixture:K)"
-
-
-def test_kmeans_fit_places_components_on_the_posteriors():
-    from pyro_svae.discrete import MixturePrior
-
-    torch.manual_seed(0)
-    centers = torch.tensor([[-4.0, 0.0], [4.0, 0.0], [0.0, 5.0]])
-    z = torch.cat([c + 0.3 * torch.randn(50, 2) for c in centers])
-    prior = MixturePrior(2, 3)
-    assign = prior.fit(z, torch.full_like(z, 0.16), seed=0)
-    assert sorted(torch.bincount(assign).tolist()) == [50, 50, 50]
-    order = prior.loc.detach()[:, 0].argsort()
-    assert torch.allclose(prior.loc.detach()[order], centers[centers[:, 0].argsort()], atol=0.2)
-    assert torch.allclose(prior.scale().detach(), torch.full((3, 2), 0.5), atol=0.1)  # sqrt(0.09 + 0.16)
-    assert torch.allclose(prior.weights().detach(), torch.full((3,), 1 / 3), atol=1e-6)
 
 
 def test_enum_elbo_trains_a_mixture(corpus, tmp_path):
