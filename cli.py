@@ -150,6 +150,10 @@ def train(out, resume, quiet, **options):
     again = f"torchrun --nproc_per_node {world} cli.py" if world > 1 else "python cli.py"
     _log(f"stopped ({summary['stopped']}) at step {summary['step']}, epoch {summary['epoch']}; "
          f"best validation ELBO {summary['best_elbo']:.2f}")
+    steps, seconds = len(summary["losses"]), max(summary["train_seconds"], 1e-9)
+    if steps:
+        _log(f"trained {steps} steps in {seconds:.0f} s without validation: {steps / seconds:.2f} steps/s, "
+             f"{summary['tokens'] / seconds:,.0f} real tokens/s")
     _log(f"run: {run}  (metrics.csv, checkpoint.pt, best.pt); resume with: {again} train --resume {run}")
     if summary["stopped"] == "interrupted":
         sys.exit(130)
@@ -424,9 +428,15 @@ def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, per_s
 
 @cli.command("grad-variance")
 @click.argument("run", type=click.Path())
-@click.option("--estimators", default="reparam,reinforce,reinforce+baseline", show_default=True,
-              help="Comma-separated: reparam (pathwise), reinforce (score function, TraceGraph_ELBO), "
-                   "reinforce+baseline (with a decaying-average baseline).")
+@click.option("--estimators", default=None,
+              help="Comma-separated. For z: reparam (pathwise), reinforce (score function, TraceGraph_ELBO), "
+                   "reinforce+baseline (with a decaying-average baseline) [default: all three]. For --site c: "
+                   "enum (exact sum over c), reinforce, reinforce+baseline (the run's learned baseline), concrete "
+                   "[default: all four].")
+@click.option("--site", type=click.Choice(["z", "c"]), default="z", show_default=True,
+              help="c: the gradient w.r.t. q(c|x) of a mixture run trained with --discrete concrete or reinforce.")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
+              help="--site c: the Concrete estimator's temperature.")
 @click.option("--samples", type=click.IntRange(min=2), default=200, show_default=True, help="Gradient draws per estimator.")
 @click.option("--split", type=click.Choice(["train", "valid", "test"]), default="valid", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Sentences in the batch.")
@@ -435,18 +445,32 @@ def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, per_s
 @click.option("--device", default="auto", show_default=True)
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def grad_variance(run, estimators, samples, split, batch_size, seed, as_json, device, checkpoint, quiet):
+def grad_variance(run, estimators, site, temperature, samples, split, batch_size, seed, as_json, device, checkpoint,
+                  quiet):
     """Variance of the ELBO gradient w.r.t. the guide's parameters, per estimator.
 
     Example: python cli.py grad-variance runs/ptb --estimators reparam,reinforce --samples 200
     """
-    from pyro_svae.gradients import ESTIMATORS
+    from pyro_svae.gradients import DISCRETE_ESTIMATORS, ESTIMATORS
 
-    names = [e.strip() for e in estimators.split(",") if e.strip()]
-    unknown = [e for e in names if e not in ESTIMATORS]
+    known = DISCRETE_ESTIMATORS if site == "c" else ESTIMATORS
+    names = [e.strip() for e in (estimators or ",".join(known)).split(",") if e.strip()]
+    unknown = [e for e in names if e not in known]
     if unknown or not names:
-        raise SVAEError(f"unknown estimator {', '.join(unknown) or '(none)'}; use {', '.join(ESTIMATORS)}")
+        raise SVAEError(f"unknown estimator {', '.join(unknown) or '(none)'}; use {', '.join(known)}")
     vae = _explorer(run, device, checkpoint, seed)
+    if site == "c":
+        report = vae.component_grad_variance(split, names, samples, batch_size, temperature, progress=not quiet)
+        if as_json:
+            click.echo(json.dumps(report, indent=1))
+            return
+        click.echo("q(c|x)     estimator            |mean grad|  +- stderr     variance     x enum   |bias|")
+        exact = report.get("enum")
+        for estimator, r in report.items():
+            ratio = f"{r['variance'] / exact['variance']:.1f}" if exact else "-"
+            click.echo(f"{'c':<10} {estimator:<20} {r['mean_norm']:>10.3f}  {r['mean_stderr']:>9.3f} "
+                       f"{r['variance']:>12.3f}  {ratio:>9}  {r['bias_norm']:>7.3f}")
+        return
     report = vae.grad_variance(split, names, samples, batch_size, progress=not quiet)
     if as_json:
         click.echo(json.dumps(report, indent=1))

@@ -19,9 +19,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pyro import poutine
 
-from .errors import SVAEError
 from .discrete import (CategoricalPosterior, CategoricalPrior, ComponentPosterior, MixturePrior, discrete_site,
                        estimator, parse_latent, parse_mixture)
+from .errors import SVAEError
 from .guides import SingleSite, guide_class, make_guide, widened
 from .likelihood import Sentences
 from .networks import Decoder, Encoder, word_dropout

@@ -138,6 +138,18 @@ class TrainedVAE:
         batch = make_batch([data.sentence(i) for i in range(min(batch_size, len(data)))]).to(self.svae.device)
         return guide_gradient_variance(self.svae, batch, estimators, samples, progress)
 
+    def component_grad_variance(self, split="valid", estimators=("enum", "reinforce", "reinforce+baseline", "concrete"),
+                                samples=200, batch_size=16, temperature=0.5, progress=True):
+        """Variance (and bias against the exact sum) of the ELBO's gradient w.r.t. q(c|x) under each
+        discrete estimator, on the first ``batch_size`` sentences of ``split`` (a mixture run
+        trained with concrete or reinforce)."""
+        from .gradients import component_gradient_variance
+
+        self._mixture()
+        data = self.split(split)
+        batch = make_batch([data.sentence(i) for i in range(min(batch_size, len(data)))]).to(self.svae.device)
+        return component_gradient_variance(self.svae, batch, estimators, samples, temperature, progress)
+
     def impute(self, split="test", baseline=None, fraction=0.2, beam=15, iterations=3, limit=0,
                batch_size=64, seed=0, progress=True):
         """Bowman's imputation experiment on ``split``: complete the last ``fraction`` of each
