@@ -1,0 +1,109 @@
+"""Does a mixture prior find the clusters it is meant to? A corpus written from K sentence
+templates (each with one slot word drawn from its own small set), a VAE with --prior mixture:K
+trained on it for several seeds, and the normalized mutual information (NMI) between each test
+sentence's most probable component and its template: 1 when components and templates match.
+
+    python bench/templates.py --seeds 0,1,2,3                       # enum, the defaults below
+    python bench/templates.py --seeds 0,1,2,3 --option discrete=concrete --option free_bits=0.5
+
+Each --option NAME=VALUE overrides a TrainConfig field of the base configuration. Prints one row
+per seed (NMI, validation ELBO, rec, KL, the components' prior weights) and writes them as JSON
+to --out/results.json."""
+
+import argparse
+import collections
+import json
+import math
+import os
+import random
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import pyro  # noqa: E402
+import torch  # noqa: E402
+
+import pyro_svae  # noqa: E402
+from pyro_svae.training import TrainConfig, train  # noqa: E402
+
+TEMPLATES = ["the {} cat sat on the mat near the door", "{} stocks fell sharply in heavy trading today",
+             "we do n't {} think so at all", "{} snow is expected tomorrow in the north",
+             "my {} friend wants to visit the old castle", "they {} sold every house on this street last year"]
+
+BASE = dict(z_dim=2, hidden=64, emb_dim=32, batch_size=32, lr=3e-3, dropout=0.0, patience=0, eval_every=100,
+            kl_schedule="linear:0,300", free_bits=0.0, word_keep=0.5, max_steps=800, device="cpu")
+
+
+def write_corpus(folder, k, slots, seed=0):
+    """train/valid/test (1,600 / 80 / 80 sentences) from the first k templates, each with ``slots``
+    slot words of its own. -> the test sentences' templates."""
+    rng = random.Random(seed)
+    os.makedirs(folder, exist_ok=True)
+    labels = {}
+    for split, n in (("train", 1600), ("valid", 80), ("test", 80)):
+        lines, labels[split] = [], []
+        for _ in range(n):
+            t = rng.randrange(k)
+            lines.append(TEMPLATES[t].format(f"s{t}x{rng.randrange(slots)}"))
+            labels[split].append(t)
+        with open(os.path.join(folder, f"{split}.txt"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return labels["test"]
+
+
+def nmi(a, b):
+    """Normalized mutual information (geometric mean of the entropies) of two labelings."""
+    n = len(a)
+    ca, cb, cab = collections.Counter(a), collections.Counter(b), collections.Counter(zip(a, b))
+    mi = sum(v / n * math.log(v * n / (ca[x] * cb[y])) for (x, y), v in cab.items())
+    h = lambda c: -sum(v / n * math.log(v / n) for v in c.values())  # noqa: E731
+    return mi / max(math.sqrt(h(ca) * h(cb)), 1e-12)
+
+
+def parse_option(text):
+    name, _, value = text.partition("=")
+    kind = type(getattr(TrainConfig(), name))
+    return name, (value.lower() in ("1", "true", "yes") if kind is bool else kind(value))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--k", type=int, default=4, help="Templates, and mixture components (at most 6).")
+    parser.add_argument("--slots", type=int, default=2, help="Slot words per template.")
+    parser.add_argument("--seeds", default="0,1,2,3", help="Comma-separated training seeds.")
+    parser.add_argument("--option", action="append", default=[], help="NAME=VALUE: a TrainConfig field (repeatable).")
+    parser.add_argument("--out", default="/tmp/svae-templates", help="Work folder (corpus, runs, results.json).")
+    args = parser.parse_args()
+    test_labels = write_corpus(os.path.join(args.out, "corpus"), args.k, args.slots)
+    options = {**BASE, **dict(parse_option(o) for o in args.option)}
+    rows = []
+    print(f"{args.k} templates x {args.slots} slot words; options {options}")
+    for seed in (int(s) for s in args.seeds.split(",")):
+        run = os.path.join(args.out, f"run-{seed}")
+        if os.path.isdir(run):
+            import shutil
+
+            shutil.rmtree(run)
+        pyro.clear_param_store()
+        config = TrainConfig(**{**options, "data": os.path.join(args.out, "corpus"), "prior": f"mixture:{args.k}",
+                                "seed": seed})
+        summary = train(config, run, log=lambda *a: None, progress=False)
+        vae = pyro_svae.load(run, device="cpu", which="last")
+        with open(os.path.join(args.out, "corpus", "test.txt")) as f:
+            sentences = f.read().split("\n")[:-1]
+        pyro.set_rng_seed(0)
+        components = vae.component_posterior(sentences).argmax(1).tolist()
+        last = summary["last"]
+        row = {"seed": seed, "nmi": round(nmi(components, test_labels), 3), "val_elbo": last["val_elbo"],
+               "val_rec": last["val_rec"], "val_kl": last["val_kl"],
+               "weights": [round(float(w), 3) for w in vae.svae.prior.weights()]}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(f"NMI >= 0.9 in {sum(r['nmi'] >= 0.9 for r in rows)} of {len(rows)} seeds")
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"options": options, "k": args.k, "slots": args.slots, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    main()
