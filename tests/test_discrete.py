@@ -1,6 +1,7 @@
 """Discrete latents: the mixture prior (enum, concrete, reinforce) and the categorical code."""
 
 import csv
+import json
 import math
 
 import pyro
@@ -179,3 +180,16 @@ def test_enum_elbo_trains_a_mixture(corpus, tmp_path):
                     log=quiet, progress=False)
     assert summary["last"]["val_elbo"] > -60 and all(math.isfinite(x) for x in summary["losses"])
     assert isinstance(EnumELBO(0.5), TraceEnum_ELBO)
+
+
+def test_grad_variance_of_the_discrete_site(mixture_run, corpus, tmp_path, run_cli):
+    code, _, err = run_cli("grad-variance", mixture_run, "--site", "c", "--samples", "3")
+    assert code != 0 and "need q(c|x)" in err  # an enum run has no q(c|x)
+    pyro.clear_param_store()
+    train(tiny_config(corpus, prior="mixture:3", discrete="reinforce", max_steps=10), str(tmp_path / "run"),
+          log=quiet, progress=False)
+    code, out, _ = run_cli("grad-variance", str(tmp_path / "run"), "--site", "c", "--samples", "4", "--batch-size", "4",
+                           "--quiet", "--json")
+    report = json.loads(out)
+    assert code == 0 and set(report) == {"enum", "reinforce", "reinforce+baseline", "concrete"}
+    assert report["enum"]["bias_norm"] == 0 and all(r["variance"] >= 0 for r in report.values())
