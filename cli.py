@@ -41,7 +41,7 @@ TRAIN_OPTIONS = [
     ("prior", "standard: N(0, I); hier: p(z1) p(z2|z1) (with a hier-* guide); mixture:K: a learned mixture of "
               "K Gaussians whose component is discrete (see --discrete)."),
     ("latent", "gaussian, or categorical:M,K: z is M categorical variables with K classes each (uniform prior; "
-               "--z-dim is then M x K)."),
+               "the code has M x K dimensions and --z-dim is not used)."),
     ("discrete", "How a discrete latent is trained: enum (the mixture's component summed out exactly by "
                  "TraceEnum_ELBO), concrete (Gumbel-softmax relaxation, see --tau), reinforce (score function "
                  "with a learned baseline, TraceGraph_ELBO); auto: enum for mixture:K, concrete for categorical."),
@@ -282,13 +282,18 @@ def clusters(run, split, input_file, top, limit, as_json, seed, device, checkpoi
     n = sum(c["size"] for c in result)
     used = sum(1 for c in result if c["size"])
     click.echo(f"{input_file or split}: {n} sentences in {used} of {len(result)} components")
+    empty = [str(c["component"]) for c in result if not c["size"]]
     for c in result:
+        if not c["size"]:
+            continue
         click.echo(f"\ncomponent {c['component']}: {c['size']} sentences ({c['size'] / max(n, 1):.1%}), "
                    f"prior weight {c['weight']:.3f}")
         if c["words"]:
             click.echo("  words: " + " ".join(c["words"]))
         for text in c["sentences"]:
             click.echo(f"  - {text}")
+    if empty:
+        click.echo(f"\nempty: component{'s' if len(empty) > 1 else ''} {', '.join(empty)} (no sentence is most probable there)")
 
 
 @cli.command()

@@ -96,7 +96,7 @@ def main():
         last = summary["last"]
         row = {"seed": seed, "nmi": round(nmi(components, test_labels), 3), "val_elbo": last["val_elbo"],
                "val_rec": last["val_rec"], "val_kl": last["val_kl"],
-               "weights": [round(float(w), 3) for w in vae.svae.prior.weights()]}
+               "weights": [round(float(w), 3) for w in vae.svae.prior.weights().detach()]}
         rows.append(row)
         print(json.dumps(row), flush=True)
     print(f"NMI >= 0.9 in {sum(r['nmi'] >= 0.9 for r in rows)} of {len(rows)} seeds")
