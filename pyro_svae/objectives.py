@@ -32,14 +32,17 @@ def kl_floor(guide_trace, model_trace, free_bits):
     unit (floor ``free_bits`` x its dimensions; KL analytic where Pyro registers it, else from
     the drawn value, against the marginal where the model enumerates a parent).
 
-    KL + shortfall = sum of max(KL_unit, floor). The shortfall is measured against the prior with
-    its parameters detached: below the floor the encoder feels no KL, while a learned prior
-    (mixture, hierarchy) still fits the posteriors through the KL term."""
+    KL + shortfall = sum of max(KL_unit, floor): below the floor the encoder feels no KL. For the
+    first latent site, whose prior depends on no other draw of the guide (the mixture's z under
+    enum, its c under concrete or reinforce), the shortfall is measured against the prior with its
+    parameters detached, so that a learned prior still fits the posteriors below the floor. A later
+    site's prior may read an earlier draw (p(z2 | z1), p(z | c)); detaching it would cut that path
+    too and let the encoder feel the KL, so there the floored prior gets no gradient."""
     kl, shortfall, pooled, pooled_dims = 0.0, 0.0, 0.0, 0
-    for name in latent_sites(guide_trace):
+    for i, name in enumerate(latent_sites(guide_trace)):
         units, per_unit = site_kl(name, guide_trace, model_trace)
         kl = kl + units.mean(0).sum()
-        if _learned(model_trace.nodes[name]["fn"]):
+        if i == 0 and _learned(model_trace.nodes[name]["fn"]):
             units, _ = site_kl(name, guide_trace, model_trace, detach_prior=True)
         units = units.mean(0)  # [U] or a scalar
         if per_unit:

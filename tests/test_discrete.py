@@ -67,6 +67,19 @@ def test_free_bits_floor_frees_the_encoder_but_not_a_learned_prior():
     assert all(p.grad is None or p.grad.abs().max() < 1e-5 for p in svae.posterior.parameters())  # the encoder is free
 
 
+def test_free_bits_floor_frees_the_encoder_of_a_hierarchical_prior():
+    """p(z2 | z1) reads the guide's z1: below the floor no encoder parameter may feel the KL."""
+    torch.manual_seed(0)
+    svae = SentenceVAE(ModelConfig(vocab_size=20, emb_dim=8, hidden=8, z_dim=4, prior="hier", guide="hier-meanfield"))
+    batch = make_batch(SENTENCES)
+    g = poutine.trace(svae.guide).get_trace(batch)
+    m = poutine.trace(poutine.replay(svae.model, trace=g)).get_trace(batch)
+    kl, shortfall = kl_floor(g, m, free_bits=100.0)
+    (kl + shortfall).backward()
+    assert all(p.grad is None or p.grad.abs().max() < 1e-5 for p in svae.posterior.parameters())
+    assert all(p.grad is None or p.grad.abs().max() < 1e-5 for p in svae.encoder.parameters())
+
+
 def gradients(svae, estimator, samples, temperature=0.5):
     pyro.set_rng_seed(0)
     return component_gradient_samples(svae, make_batch(SENTENCES[:2]), estimator, samples, temperature)
