@@ -53,6 +53,10 @@ TRAIN_OPTIONS = [
     ("word_keep", "Word dropout keep rate k in [0, 1]: decoder inputs become <unk> with prob. 1-k (0: inputless)."),
     ("free_bits", "Free bits: KL floor per latent dimension in nats, batch-averaged (Kingma et al. 2016; with "
                   "a non-diag guide the total KL is floored at this x z-dim; 0: off)."),
+    ("skip", "z also adds a learned linear term to the decoder's logits at every step (a skip connection "
+             "past the LSTM, Dieng et al. 2019)."),
+    ("bow", "Weight of a bag-of-words term in training: the sentence's words predicted from z alone (Zhao et "
+            "al. 2017), so that z carries them early; 0: off. Evaluation and decoding do not use it."),
     ("pretrain_steps", "Train as an autoencoder (beta ~ 0) for N steps, then re-initialize the decoder (Li et al. 2019)."),
     ("iw_particles", "K > 1: train on the K-sample importance-weighted bound (IWAE, Burda et al. 2016), which "
                      "targets log p(x) rather than the ELBO; validation and best.pt use the same bound."),

@@ -3,6 +3,10 @@
     model:  z ~ p(z)  (scaled by beta),   x ~ p(x | z) = prod_t p(x_t | x_<t, z)   (LSTM)
     guide:  z ~ q(z | x)                  (LSTM encoder + a head from guides.py)
 
+With ``bow`` > 0, training adds bow * sum_t log softmax(W z)[x_t], a bag-of-words prediction of
+the sentence from z alone (Zhao et al. 2017): it makes z carry the sentence's words early.
+It is a training term only, like word dropout: evaluation and decoding never see it.
+
 p(z) is N(0, I), a two-level hierarchy, a mixture of Gaussians or a categorical code
 (discrete.py, which also says how the discrete ones are trained).
 
@@ -25,6 +29,7 @@ from .errors import SVAEError
 from .guides import SingleSite, guide_class, make_guide, widened
 from .likelihood import Sentences
 from .networks import Decoder, Encoder, word_dropout
+from .tokenizers import PAD
 
 BETA_FLOOR = 1e-4  # poutine.scale rejects 0, so KL schedules start here
 
@@ -47,6 +52,8 @@ class ModelConfig:
     latent: str = "gaussian"  # or categorical:M,K, a discrete code (z_dim becomes M * K)
     discrete: str = "auto"  # how a discrete site is trained: enum, concrete or reinforce (discrete.py)
     straight_through: bool = False  # concrete: one-hot draws forward, relaxed gradients
+    bow: float = 0.0  # weight of the bag-of-words term in training (0: none)
+    skip: bool = False  # z also adds a linear term to every step's logits
 
 
 class StandardNormalPrior(nn.Module):
@@ -87,6 +94,12 @@ class HierarchicalPrior(nn.Module):
         return {"z1": z[..., : self.d1], "z2": z[..., self.d1 :]}
 
 
+def bag_of_words(logits, targets):
+    """logits [N, V] (from z), targets [N, T] -> sum_t log softmax(logits)[x_t] over real tokens [N]."""
+    log_p = logits.log_softmax(-1).gather(1, targets)
+    return log_p.masked_fill(targets == PAD, 0.0).sum(-1)
+
+
 PRIORS = {"standard": StandardNormalPrior, "hier": HierarchicalPrior}
 
 
@@ -99,7 +112,8 @@ class SentenceVAE(nn.Module):
         self.estimator = estimator(c.prior, c.latent, c.discrete) if c.z_dim > 0 else ""
         self.component = None  # q(c|x) of a mixture prior trained by concrete or reinforce
         self.decoder = Decoder(c.vocab_size, c.emb_dim, c.hidden, self.z_dim, c.dec_layers,
-                               c.feed_z, c.tie, c.dropout)
+                               c.feed_z, c.tie, c.dropout, c.skip)
+        self.bow = nn.Linear(self.z_dim, c.vocab_size) if c.z_dim > 0 and c.bow > 0 else None
         if c.z_dim > 0:
             self.encoder = Encoder(c.vocab_size, c.emb_dim, c.enc_hidden or c.hidden, c.enc_layers,
                                    c.bidirectional, c.dropout)
@@ -141,6 +155,9 @@ class SentenceVAE(nn.Module):
             if batch is None:
                 return pyro.sample("x", Sentences(self.decoder, z, strategy=strategy, max_len=max_len,
                                                   batch_size=n))
+            if self.training and self.bow is not None:
+                pyro.module("bow", self.bow)
+                pyro.factor("bow", self.config.bow * bag_of_words(self.bow(z), batch.targets))
             inputs = word_dropout(batch.inputs, word_keep) if self.training else batch.inputs
             return pyro.sample("x", Sentences(self.decoder, z, inputs=inputs), obs=batch.targets)
 

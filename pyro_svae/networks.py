@@ -35,7 +35,7 @@ class Decoder(nn.Module):
     ``z_dim = 0`` gives a plain LSTM language model (the baseline)."""
 
     def __init__(self, vocab_size, emb_dim, hidden, z_dim, layers=1, feed_z=False, tie=False,
-                 dropout=0.0):
+                 dropout=0.0, skip=False):
         super().__init__()
         self.layers, self.hidden, self.z_dim = layers, hidden, z_dim
         self.feed_z = feed_z and z_dim > 0
@@ -47,6 +47,10 @@ class Decoder(nn.Module):
         # tied output: project to the embedding size, then score against the embedding matrix
         self.proj = nn.Linear(hidden, emb_dim) if tie else None
         self.out = nn.Linear(emb_dim if tie else hidden, vocab_size)
+        # z's own term in every step's logits (a skip connection past the LSTM, Dieng et al. 2019)
+        self.skip = nn.Linear(z_dim, vocab_size, bias=False) if skip and z_dim > 0 else None
+        if self.skip is not None:
+            nn.init.zeros_(self.skip.weight)
         if tie:
             # a shared matrix also scores words: N(0, 1) rows would make the first logits huge
             nn.init.uniform_(self.embed.weight, -0.1, 0.1)
@@ -72,6 +76,8 @@ class Decoder(nn.Module):
         h = self.drop(h)
         if self.proj is not None:
             h = self.proj(h)
+        if self.skip is not None:
+            return self.out(h) + self.skip(z).unsqueeze(1), state
         return self.out(h), state
 
     def step(self, tokens, z, state):

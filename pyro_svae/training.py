@@ -71,6 +71,8 @@ class TrainConfig:
     elbo: str = "trace"  # trace (Trace_ELBO) | meanfield (TraceMeanField_ELBO, analytic KL)
     kl_schedule: str = "linear:0,2000"  # beta reaches 1 after 2,000 steps
     word_keep: float = 0.75
+    skip: bool = False  # z adds a linear term to the decoder's logits at every step
+    bow: float = 0.0  # weight of a bag-of-words prediction from z in training (Zhao et al. 2017; 0: off)
     free_bits: float = 0.5  # KL floor per latent dimension, nats (0: off); the total for non-diag guides
     iw_particles: int = 1  # K > 1: train on, and select by, the K-sample importance-weighted bound
     pretrain_steps: int = 0  # first train as an autoencoder (beta ~ 0), then reset the decoder
@@ -126,6 +128,7 @@ FLOAT_RANGES = {
     "word_keep": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "clip_norm": (lambda v: v >= 0, ">= 0 (0: off)"),
     "free_bits": (lambda v: v >= 0, ">= 0 (0: off)"),
+    "bow": (lambda v: v >= 0, ">= 0 (0: off)"),
     "max_minutes": (lambda v: v >= 0, ">= 0 (0: no limit)"),
 }
 
@@ -235,6 +238,8 @@ def check_config(c):
         raise SVAEError("--init-decoder and --init-from: give one")
     if c.iw_particles > 1 and c.model == "lm":
         raise SVAEError("--iw-particles > 1 is for a VAE (the LM's likelihood is exact)")
+    if c.bow > 0 and c.model == "lm":
+        raise SVAEError("--bow predicts words from z: it is for a VAE, not --model lm")
     if c.model == "vae" and c.z_dim <= 0:
         raise SVAEError("--z-dim must be positive for a VAE (use --model lm for no latent)")
     if c.model == "vae":
@@ -387,7 +392,7 @@ class Trainer:
 
     def init_decoder(self, run_dir):
         """Start from the decoder of ``run_dir``'s best.pt (same vocabulary and sizes), with the
-        layer from z to the initial state at zero: at step 0 the VAE's likelihood is that model's."""
+        layers from z (initial state, skip) at zero: at step 0 the VAE's likelihood is that model's."""
         path = os.path.join(run_dir, BEST)
         state = load_checkpoint(path, self.device)
         if state.get("vocab_hash") != vocab_hash(self.tokenizer):
@@ -397,7 +402,7 @@ class Trainer:
             missing, unexpected = self.svae.decoder.load_state_dict(decoder, strict=False)
         except RuntimeError:
             raise SVAEError(f"--init-decoder {run_dir}: its decoder has other sizes than this run's") from None
-        if unexpected or any(not k.startswith("init.") for k in missing):
+        if unexpected or any(not k.startswith(("init.", "skip.")) for k in missing):  # both start at zero
             raise SVAEError(f"--init-decoder {run_dir}: its decoder has another architecture than this run's")
         if self.svae.decoder.init is not None:
             with torch.no_grad():

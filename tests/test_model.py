@@ -274,3 +274,52 @@ def test_tied_decoder_shares_one_small_matrix():
         logits, _ = decoder(torch.randint(1, 50, (4, 7)), None)
     nll = F.cross_entropy(logits.reshape(-1, 50), torch.randint(1, 50, (28,)))
     assert abs(float(nll) - math.log(50)) < 0.1
+
+
+def test_bag_of_words_term_is_added_in_training_only(batch):
+    torch.manual_seed(0)
+    pyro.clear_param_store()
+    vae = SentenceVAE(ModelConfig(vocab_size=12, emb_dim=5, hidden=6, z_dim=2, bow=0.7))
+    z = torch.tensor([[0.3, -0.2], [1.0, 0.5]])
+    model = poutine.condition(vae.model, data={"z": z})
+    site = poutine.trace(model).get_trace(batch, size=10).nodes["bow"]  # a new module trains
+    with torch.no_grad():
+        logp = F.log_softmax(z @ vae.bow.weight.T + vae.bow.bias, -1)
+        hand = 0.7 * (logp.gather(1, batch.targets) * batch.mask).sum(-1)  # words and </s>, not <pad>
+    assert torch.allclose(site["fn"].log_prob(site["value"]), hand, atol=1e-6)
+    assert site["scale"] == pytest.approx(10 / 2)
+    vae.eval()
+    assert "bow" not in poutine.trace(model).get_trace(batch, size=10).nodes  # evaluation is the ELBO alone
+
+
+def test_bag_of_words_term_keeps_z_in_use_without_a_floor(corpus, tmp_path):
+    import csv
+
+    from pyro_svae.training import train
+
+    from conftest import quiet, tiny_config
+
+    kl = {}
+    for bow in (0.0, 1.0):  # no free bits: without the term the toy model's KL collapses towards 0
+        pyro.clear_param_store()
+        run = tmp_path / f"bow{bow}"
+        train(tiny_config(corpus, max_steps=100, eval_every=50, kl_schedule="linear:0,50", bow=bow), str(run),
+              log=quiet, progress=False)
+        kl[bow] = float(list(csv.DictReader(open(run / "metrics.csv")))[-1]["val_kl"])
+    assert kl[0.0] < 0.1 and kl[1.0] > 5 * kl[0.0] + 0.2
+
+
+def test_skip_adds_a_linear_term_in_z_to_every_step_and_starts_at_zero(batch):
+    from pyro_svae.networks import Decoder
+
+    torch.manual_seed(0)
+    dec = Decoder(12, 5, 6, 2, skip=True)
+    z = torch.tensor([[0.3, -0.2], [1.0, 0.5]])
+    plain, _ = dec(batch.inputs, z)
+    with torch.no_grad():
+        dec.skip.weight.normal_()
+    skipped, _ = dec(batch.inputs, z)
+    assert torch.allclose(skipped - plain, (z @ dec.skip.weight.T).unsqueeze(1).expand_as(plain), atol=1e-6)
+    # a decoding step (one token, carried state) adds the same term
+    step, _ = dec.step(batch.inputs[:, 0], z, None)
+    assert torch.allclose(step, skipped[:, 0], atol=1e-6)

@@ -136,7 +136,8 @@ def test_a_nonfinite_loss_stops_with_one_error_and_keeps_the_checkpoint(corpus, 
     assert load_checkpoint(str(run / "checkpoint.pt"))["position"]["step"] == 10
 
 
-def test_a_vae_warm_started_from_the_lm_begins_as_the_lm(corpus, tmp_path):
+@pytest.mark.parametrize("skip", [False, True])
+def test_a_vae_warm_started_from_the_lm_begins_as_the_lm(corpus, tmp_path, skip):
     from pyro_svae import load
     from pyro_svae.corpus import make_batch
     from pyro_svae.errors import SVAEError
@@ -144,8 +145,8 @@ def test_a_vae_warm_started_from_the_lm_begins_as_the_lm(corpus, tmp_path):
     train(tiny_config(corpus, model="lm", max_steps=30, tie=True), str(tmp_path / "lm"), log=quiet, progress=False)
     # 0 steps of training: the VAE's first best.pt holds its starting point
     vae_run = str(tmp_path / "vae")
-    train(tiny_config(corpus, max_steps=1, lr=1e-12, tie=True, init_decoder=str(tmp_path / "lm")), vae_run,
-          log=quiet, progress=False)
+    train(tiny_config(corpus, max_steps=1, lr=1e-12, tie=True, skip=skip, init_decoder=str(tmp_path / "lm")),
+          vae_run, log=quiet, progress=False)
     lm, vae = load(str(tmp_path / "lm"), device="cpu"), load(vae_run, device="cpu", which="last")
     split = lm.split("test")
     batch = make_batch([split.sentence(i) for i in range(8)])
@@ -179,6 +180,8 @@ def test_iwae_training_selects_best_by_the_validation_bound(corpus, tmp_path):
     assert load_checkpoint(str(run / "best.pt"))["position"]["step"] == int(best["step"])
     with pytest.raises(SVAEError, match="is for a VAE"):
         train(tiny_config(corpus, model="lm", iw_particles=3), str(tmp_path / "x"), log=quiet, progress=False)
+    with pytest.raises(SVAEError, match="--bow predicts words from z"):
+        train(tiny_config(corpus, model="lm", bow=1.0), str(tmp_path / "x"), log=quiet, progress=False)
 
 
 def test_init_from_starts_from_every_weight_of_another_run(corpus, tmp_path):
