@@ -1,14 +1,16 @@
-"""The price of a discrete latent: training-step time of the default model with a Gaussian prior
-and with --prior mixture:K under each estimator (enum, concrete, reinforce), measured in one
-process, the configurations interleaved step by step on the same batches (so that the machine's
-drift hits all alike), on a prepared token store.
+"""Training-step time of several configurations of the default model, measured in one process,
+the configurations interleaved step by step on the same batches (so that the machine's drift hits
+all alike), on a prepared token store. Without --config: the Gaussian prior against
+--prior mixture:K under each estimator (enum, concrete, reinforce).
 
-    python bench/discrete.py --data runs/ptb-store --steps 60 --k 10
+    python bench/steps.py --data runs/ptb-store --steps 60 --k 10
+    python bench/steps.py --data runs/ptb-store --config skip=skip:true --config bow=bow:1
 
 Prints, per configuration, the median step time, steps/s, real tokens/s (padding not counted)
-and the ratio to the Gaussian prior's step."""
+and the ratio to the first (the default options)."""
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -22,6 +24,7 @@ from pyro.infer import SVI  # noqa: E402
 
 from pyro_svae.corpus import batch_order, gather  # noqa: E402
 from pyro_svae.devices import cpu_name  # noqa: E402
+from pyro_svae.discrete import estimator  # noqa: E402
 from pyro_svae.model import SentenceVAE  # noqa: E402
 from pyro_svae.rundir import model_config  # noqa: E402
 from pyro_svae.store import is_store, load_store  # noqa: E402
@@ -39,21 +42,41 @@ def setup(c, vocab, seed=0):
     return svae, svi, pyro.get_param_store().get_state()
 
 
+def parse_config(text):
+    """"NAME=FIELD:VALUE,FIELD:VALUE" -> (NAME, TrainConfig with those fields)."""
+    name, _, fields = text.partition("=")
+    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    options = {}
+    for item in filter(None, fields.split(",")):
+        field, _, value = item.partition(":")
+        if field not in types:
+            sys.exit(f"error: --config {text}: {field!r} is not a train option")
+        kind = types[field]
+        options[field] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return name, TrainConfig(**options)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="A token store (python cli.py prepare --data CORPUS --out STORE).")
     parser.add_argument("--steps", type=int, default=60, help="Timed steps per configuration (after 5 warm-up steps).")
     parser.add_argument("--k", type=int, default=10, help="Mixture components.")
     parser.add_argument("--batch-size", type=int, default=32, help="Sentences per step.")
+    parser.add_argument("--config", action="append", default=[], metavar="NAME=FIELD:VALUE,...",
+                        help="A configuration to time against the default options: train options (TrainConfig "
+                             "fields) and their values, e.g. skip=skip:true. Repeatable; replaces the mixture set.")
     args = parser.parse_args()
     if not is_store(args.data):
         sys.exit(f"error: {args.data} is not a token store; make one with: python cli.py prepare --data CORPUS --out STORE")
     tokenizer, splits, _ = load_store(args.data)
     train = splits["train"]
     order = batch_order(train, args.batch_size, 0, 0)
-    configs = {"gaussian": TrainConfig()}
-    for estimator in ("enum", "concrete", "reinforce"):
-        configs[f"mixture:{args.k} {estimator}"] = TrainConfig(prior=f"mixture:{args.k}", discrete=estimator)
+    configs = {"default": TrainConfig()}
+    if args.config:
+        configs.update(parse_config(text) for text in args.config)
+    else:
+        for way in ("enum", "concrete", "reinforce"):
+            configs[f"mixture:{args.k} {way}"] = TrainConfig(prior=f"mixture:{args.k}", discrete=way)
     runs = {}
     for name, c in configs.items():
         runs[name] = setup(c, len(tokenizer))
@@ -68,8 +91,9 @@ def main():
             svae, svi, params = runs[name]
             pyro.get_param_store().clear()
             pyro.get_param_store().set_state(params)  # this configuration's parameters, and only those
-            temperature = 0.5 if c.discrete == "concrete" else None
-            discrete = None if name == "gaussian" else c.discrete
+            discreteness = c.prior.startswith("mixture") or c.latent != "gaussian"
+            discrete = estimator(c.prior, c.latent, c.discrete) if discreteness else None
+            temperature = 0.5 if discrete == "concrete" else None
             began = time.perf_counter()
             svi.step(batch, size=size, beta=0.5, word_keep=c.word_keep, discrete=discrete, temperature=temperature)
             if step >= 5:
@@ -77,8 +101,8 @@ def main():
             runs[name] = (svae, svi, pyro.get_param_store().get_state())
     print(f"CPU: {cpu_name()}; torch threads {torch.get_num_threads()}; {args.steps} steps of {args.batch_size} "
           f"sentences ({tokens / args.steps:.0f} real tokens per step)")
-    base = statistics.median(times["gaussian"])
-    print(f"{'configuration':<24} {'median step':>12} {'steps/s':>9} {'tokens/s':>10} {'x gaussian':>11}")
+    base = statistics.median(times["default"])
+    print(f"{'configuration':<24} {'median step':>12} {'steps/s':>9} {'tokens/s':>10} {'x default':>11}")
     for name, t in times.items():
         m = statistics.median(t)
         print(f"{name:<24} {m * 1000:>10.1f}ms {1 / m:>9.2f} {tokens / args.steps / m:>10,.0f} {m / base:>11.2f}")
