@@ -50,7 +50,8 @@ TRAIN_OPTIONS = [
     ("straight_through", "concrete: one-hot draws in the forward pass, relaxed gradients."),
     ("elbo", "trace (Trace_ELBO, sampled KL) or meanfield (TraceMeanField_ELBO, analytic KL)."),
     ("kl_schedule", "KL weight per step: constant[:b], linear:start,steps, logistic:k,x0 (Bowman), cyclical:cycles,ratio."),
-    ("word_keep", "Word dropout keep rate k in [0, 1]: decoder inputs become <unk> with prob. 1-k (0: inputless)."),
+    ("word_keep", "Word dropout keep rate k in [0, 1]: decoder inputs become <unk> with prob. 1-k in training (0: an "
+                  "inputless decoder, which reads <unk> in evaluation and decoding too)."),
     ("free_bits", "Free bits: KL floor per latent dimension in nats, batch-averaged (Kingma et al. 2016; with "
                   "a non-diag guide the total KL is floored at this x z-dim; 0: off)."),
     ("skip", "z also adds a learned linear term to the decoder's logits at every step (a skip connection "

@@ -54,6 +54,7 @@ class ModelConfig:
     straight_through: bool = False  # concrete: one-hot draws forward, relaxed gradients
     bow: float = 0.0  # weight of the bag-of-words term in training (0: none)
     skip: bool = False  # z also adds a linear term to every step's logits
+    word_keep: float = 1.0  # word dropout of training; 0: the decoder is inputless everywhere
 
 
 class StandardNormalPrior(nn.Module):
@@ -112,7 +113,7 @@ class SentenceVAE(nn.Module):
         self.estimator = estimator(c.prior, c.latent, c.discrete) if c.z_dim > 0 else ""
         self.component = None  # q(c|x) of a mixture prior trained by concrete or reinforce
         self.decoder = Decoder(c.vocab_size, c.emb_dim, c.hidden, self.z_dim, c.dec_layers,
-                               c.feed_z, c.tie, c.dropout, c.skip)
+                               c.feed_z, c.tie, c.dropout, c.skip, inputless=c.word_keep == 0)
         self.bow = nn.Linear(self.z_dim, c.vocab_size) if c.z_dim > 0 and c.bow > 0 else None
         if c.z_dim > 0:
             self.encoder = Encoder(c.vocab_size, c.emb_dim, c.enc_hidden or c.hidden, c.enc_layers,

@@ -32,12 +32,14 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """An LSTM language model whose initial state (and optionally every input) depends on z.
 
-    ``z_dim = 0`` gives a plain LSTM language model (the baseline)."""
+    ``z_dim = 0`` gives a plain LSTM language model (the baseline). ``inputless``: every input word
+    is <unk> (Bowman et al.'s inputless decoder, trained with word keep 0), in training, scoring and
+    decoding alike, so that x_t depends on z and t only."""
 
     def __init__(self, vocab_size, emb_dim, hidden, z_dim, layers=1, feed_z=False, tie=False,
-                 dropout=0.0, skip=False):
+                 dropout=0.0, skip=False, inputless=False):
         super().__init__()
-        self.layers, self.hidden, self.z_dim = layers, hidden, z_dim
+        self.layers, self.hidden, self.z_dim, self.inputless = layers, hidden, z_dim, inputless
         self.feed_z = feed_z and z_dim > 0
         self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD)
         self.init = nn.Linear(z_dim, 2 * layers * hidden) if z_dim > 0 else None
@@ -69,6 +71,8 @@ class Decoder(nn.Module):
         """inputs [B, T], z [B, Z] or None -> logits [B, T, V], final state."""
         if state is None and z is not None:
             state = self.initial_state(z)
+        if self.inputless:
+            inputs = word_dropout(inputs, 0.0)
         x = self.drop(self.embed(inputs))
         if self.feed_z:
             x = torch.cat([x, z.unsqueeze(1).expand(-1, x.shape[1], -1)], dim=-1)

@@ -323,3 +323,29 @@ def test_skip_adds_a_linear_term_in_z_to_every_step_and_starts_at_zero(batch):
     # a decoding step (one token, carried state) adds the same term
     step, _ = dec.step(batch.inputs[:, 0], z, None)
     assert torch.allclose(step, skipped[:, 0], atol=1e-6)
+
+
+def test_inputless_decoder_reads_no_word_in_scoring_or_decoding(batch):
+    from pyro_svae.decoding import Greedy
+
+    torch.manual_seed(0)
+    vae = SentenceVAE(ModelConfig(vocab_size=12, emb_dim=5, hidden=6, z_dim=2, word_keep=0.0)).eval()
+    z = torch.tensor([[0.3, -0.2], [1.0, 0.5]])
+    other = batch.inputs.clone()
+    other[other > BOS] = 11  # other words, the same <s> and padding
+    with torch.no_grad():
+        assert torch.equal(vae.decoder(batch.inputs, z)[0], vae.decoder(other, z)[0])
+        unk = batch.inputs.masked_fill(batch.inputs > BOS, UNK)
+        assert torch.equal(vae.decoder(batch.inputs, z)[0], vae.decoder(unk, z)[0])
+        # the evaluated ELBO's likelihood is the one trained: <unk> inputs, whatever the words
+        x = poutine.trace(poutine.condition(vae.model, data={"z": z})).get_trace(batch).nodes["x"]
+        logits = vae.decoder(unk, z)[0]
+        assert torch.allclose(x["fn"].log_prob(batch.targets), -token_nll(logits, batch.targets).sum(-1))
+        # decoding feeds <unk>, not its previous word: greedy equals argmax of the <unk>-fed logits
+        tokens = Greedy()(vae.decoder, z, 4, 2)
+        fed = torch.cat([torch.full((2, 1), BOS), torch.full((2, 3), UNK)], 1)[:, : tokens.shape[1]]
+        expected = vae.decoder(fed, z)[0]
+        expected[..., [PAD, BOS]] = -float("inf")
+        real = tokens != PAD  # up to and with </s>
+        assert torch.equal(tokens[real], expected.argmax(-1)[real])
+    assert not SentenceVAE(ModelConfig(vocab_size=12, emb_dim=5, hidden=6, z_dim=2, word_keep=0.5)).decoder.inputless
