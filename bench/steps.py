@@ -6,8 +6,8 @@ all alike), on a prepared token store. Without --config: the Gaussian prior agai
     python bench/steps.py --data runs/ptb-store --steps 60 --k 10
     python bench/steps.py --data runs/ptb-store --config skip=skip:true --config bow=bow:1
 
-Prints, per configuration, the median step time, steps/s, real tokens/s (padding not counted)
-and the ratio to the first (the default options)."""
+Prints, per configuration, the median and mean step time, steps/s and real tokens/s (padding not
+counted) at the median, and the ratio of medians to the first (the default options)."""
 
 import argparse
 import dataclasses
@@ -102,10 +102,11 @@ def main():
     print(f"CPU: {cpu_name()}; torch threads {torch.get_num_threads()}; {args.steps} steps of {args.batch_size} "
           f"sentences ({tokens / args.steps:.0f} real tokens per step)")
     base = statistics.median(times["default"])
-    print(f"{'configuration':<24} {'median step':>12} {'steps/s':>9} {'tokens/s':>10} {'x default':>11}")
+    print(f"{'configuration':<24} {'median step':>12} {'mean step':>10} {'steps/s':>9} {'tokens/s':>10} {'x default':>11}")
     for name, t in times.items():
         m = statistics.median(t)
-        print(f"{name:<24} {m * 1000:>10.1f}ms {1 / m:>9.2f} {tokens / args.steps / m:>10,.0f} {m / base:>11.2f}")
+        print(f"{name:<24} {m * 1000:>10.1f}ms {statistics.mean(t) * 1000:>8.1f}ms {1 / m:>9.2f} "
+              f"{tokens / args.steps / m:>10,.0f} {m / base:>11.2f}")
 
 
 if __name__ == "__main__":
