@@ -24,7 +24,6 @@ from pyro.infer import SVI  # noqa: E402
 
 from pyro_svae.corpus import batch_order, gather  # noqa: E402
 from pyro_svae.devices import cpu_name  # noqa: E402
-from pyro_svae.discrete import estimator  # noqa: E402
 from pyro_svae.model import SentenceVAE  # noqa: E402
 from pyro_svae.rundir import model_config  # noqa: E402
 from pyro_svae.store import is_store, load_store  # noqa: E402
@@ -91,8 +90,7 @@ def main():
             svae, svi, params = runs[name]
             pyro.get_param_store().clear()
             pyro.get_param_store().set_state(params)  # this configuration's parameters, and only those
-            discreteness = c.prior.startswith("mixture") or c.latent != "gaussian"
-            discrete = estimator(c.prior, c.latent, c.discrete) if discreteness else None
+            discrete = svae.estimator or None  # as Trainer passes it
             temperature = 0.5 if discrete == "concrete" else None
             began = time.perf_counter()
             svi.step(batch, size=size, beta=0.5, word_keep=c.word_keep, discrete=discrete, temperature=temperature)
