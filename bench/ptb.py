@@ -28,8 +28,8 @@ import torch  # noqa: E402
 
 from pyro_svae import TrainConfig, load, train  # noqa: E402
 from pyro_svae.devices import cpu_name, resolve_device  # noqa: E402
-from pyro_svae.rundir import read_config  # noqa: E402
-from pyro_svae.training import RESUMABLE  # noqa: E402
+from pyro_svae.training.rundir import read_config  # noqa: E402
+from pyro_svae.training.config import RESUMABLE  # noqa: E402
 
 # Shared decoder: a 650-unit LSTM with tied input/output embeddings and dropout 0.5 (Zaremba et al.'s
 # medium size; Bowman et al.'s 191 units plateau near PPL 129). The VAE adds a 256-unit LSTM encoder

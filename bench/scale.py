@@ -53,7 +53,7 @@ def peak_mb():
 def child_prepare(data, out):
     import shutil
 
-    from pyro_svae.store import prepare_store
+    from pyro_svae.data.store import prepare_store
 
     shutil.rmtree(out, ignore_errors=True)
     started = time.time()

@@ -26,15 +26,15 @@ from pyro import poutine  # noqa: E402
 from pyro.infer import SVI, Trace_ELBO  # noqa: E402
 from pyro.optim import ClippedAdam  # noqa: E402
 
-from pyro_svae.corpus import batch_order, encode_sentences, gather, load_text_splits  # noqa: E402
-from pyro_svae.decoding import Beam  # noqa: E402
+from pyro_svae.data.corpus import batch_order, encode_sentences, gather, read_sentences, split_files  # noqa: E402
+from pyro_svae.models.decoding import Beam  # noqa: E402
 from pyro_svae.devices import resolve_device  # noqa: E402
-from pyro_svae.evaluation import iw_log_likelihood  # noqa: E402
-from pyro_svae.likelihood import token_nll  # noqa: E402
-from pyro_svae.model import ModelConfig, SentenceVAE  # noqa: E402
-from pyro_svae.networks import word_dropout  # noqa: E402
-from pyro_svae.tokenizers import WordTokenizer  # noqa: E402
-from pyro_svae.training import GlobalClipAdam, make_adam  # noqa: E402
+from pyro_svae.evaluation.metrics import iw_log_likelihood  # noqa: E402
+from pyro_svae.models.likelihood import token_nll  # noqa: E402
+from pyro_svae.models.vae import ModelConfig, SentenceVAE  # noqa: E402
+from pyro_svae.models.networks import word_dropout  # noqa: E402
+from pyro_svae.data.tokenizers import WordTokenizer  # noqa: E402
+from pyro_svae.training.optim import GlobalClipAdam, make_adam  # noqa: E402
 
 
 def sync(device):
@@ -152,9 +152,9 @@ def main():
     torch.manual_seed(0)
     pyro.set_rng_seed(0)
 
-    texts, _, _ = load_text_splits(args.data)
-    tokenizer = WordTokenizer.build(texts["train"], max_size=args.vocab_size)
-    train, _ = encode_sentences(texts["train"], tokenizer, max_len=100)
+    sentences, _ = read_sentences(split_files(args.data)["train"])
+    tokenizer = WordTokenizer.build(sentences, max_size=args.vocab_size)
+    train, _ = encode_sentences(sentences, tokenizer, max_len=100)
     # batches from the length-bucketed training order, keeping those around the requested length
     batches = [gather(train, b) for b in batch_order(train, args.batch_size, seed=0, epoch=0)]
     batches = [b.to(device) for b in batches if abs(b.targets.shape[1] - (args.length + 1)) <= 1

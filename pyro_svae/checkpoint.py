@@ -142,3 +142,12 @@ def load_checkpoint(path, device="cpu", hint=""):
     if not isinstance(state, dict) or "model" not in state:
         raise SVAEError(f"{path}: not a pyro-svae checkpoint{hint}")
     return state
+
+
+def file_sha256(path):
+    """The sha256 of a file's bytes, read in 1 MiB blocks (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

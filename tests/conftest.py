@@ -6,7 +6,8 @@ import pyro
 import pytest
 
 from pyro_svae.devices import bf16_supported
-from pyro_svae.training import TrainConfig, train
+from pyro_svae.training.config import TrainConfig
+from pyro_svae.training.run import train
 
 # bf16 autocast needs CUDA or a CPU with AVX512-BF16/AMX (oneDNN has no bf16 LSTM otherwise)
 needs_bf16 = pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU has no bf16 instructions")
@@ -62,7 +63,7 @@ def trained_run(tmp_path_factory):
 @pytest.fixture
 def run_cli(capsys):
     """Run the CLI in-process: -> (exit code, stdout, stderr)."""
-    from cli import main
+    from pyro_svae.app.cli import main
 
     def run(*argv):
         capsys.readouterr()

@@ -1,8 +1,7 @@
 import torch
 
-from pyro_svae.corpus import (EncodedSplit, batch_order, deterministic_split, encode_sentences,
-                              gather, load_text_splits, make_batch, read_sentences)
-from pyro_svae.tokenizers import BOS, EOS, PAD, WordTokenizer
+from pyro_svae.data.corpus import EncodedSplit, batch_order, encode_sentences, gather, make_batch, read_sentences
+from pyro_svae.data.tokenizers import BOS, EOS, PAD, WordTokenizer
 
 
 def test_batch_inputs_targets_and_mask():
@@ -41,13 +40,3 @@ def test_epoch_covers_every_sentence_once_in_similar_length_batches():
     assert padding < 0.1  # sorted within a pool: little padding
     assert batch_order(split, 32, seed=3, epoch=0) == batches
     assert batch_order(split, 32, seed=3, epoch=1) != batches
-
-
-def test_single_file_splits_deterministically(tmp_path):
-    lines = [f"sentence number {i}" for i in range(100)]
-    (tmp_path / "all.txt").write_text("\n".join(lines))
-    texts, _, _ = load_text_splits(str(tmp_path / "all.txt"))
-    again = deterministic_split(lines)
-    assert texts == again
-    assert sorted(texts["train"] + texts["valid"] + texts["test"]) == sorted(lines)
-    assert len(texts["valid"]) == 5 and len(texts["test"]) == 5

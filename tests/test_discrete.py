@@ -11,13 +11,14 @@ from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 
 import pyro_svae
-from pyro_svae.corpus import make_batch
-from pyro_svae.discrete import OneHotCode, parse_tau
+from pyro_svae.data.corpus import make_batch
+from pyro_svae.models.discrete import OneHotCode, parse_tau
 from pyro_svae.errors import SVAEError
-from pyro_svae.gradients import component_gradient_samples, summarize
-from pyro_svae.model import ModelConfig, SentenceVAE
-from pyro_svae.objectives import EnumELBO, kl_floor
-from pyro_svae.training import check_config, train
+from pyro_svae.inference.gradients import component_gradient_samples, summarize
+from pyro_svae.models.vae import ModelConfig, SentenceVAE
+from pyro_svae.inference.objectives import EnumELBO, kl_floor
+from pyro_svae.training.config import check_config
+from pyro_svae.training.run import train
 
 from conftest import quiet, tiny_config
 
@@ -166,8 +167,10 @@ def test_mixture_run_evaluates_clusters_and_samples_a_component(mixture_run, run
     vae = pyro_svae.load(mixture_run, device="cpu")
     totals = vae.evaluate("test", samples=20, progress=False)["totals"]
     assert 1.0 <= totals["clusters_in_use"] <= 3.0 + 1e-6
-    assert totals["component_entropy"] == pytest.approx(math.log(totals["clusters_in_use"]))
-    assert totals["nll"] <= -totals["elbo"] + 1e-4  # the IW bound is at least the ELBO
+    # clusters in use: exp of the entropy of the mean component posterior, recomputed from the posteriors
+    test = vae.split("test")
+    mean = vae.component_posterior([vae.tokenizer.decode(test.sentence(i)) for i in range(len(test))]).mean(0)
+    assert totals["clusters_in_use"] == pytest.approx(math.exp(-(mean * mean.clamp_min(1e-30).log()).sum()), rel=0.02)
     post = vae.component_posterior(["the cat sat on the mat .", "she ran ."])
     assert post.shape == (2, 3) and torch.allclose(post.sum(1), torch.ones(2))
     found = vae.clusters("test", top=3)
@@ -189,9 +192,13 @@ def test_clusters_of_a_gaussian_run_is_a_one_line_error(trained_run, run_cli):
 
 def test_enum_elbo_trains_a_mixture(corpus, tmp_path):
     pyro.clear_param_store()
-    summary = train(tiny_config(corpus, prior="mixture:3", max_steps=30, free_bits=0.5), str(tmp_path / "run"),
-                    log=quiet, progress=False)
-    assert summary["last"]["val_elbo"] > -60 and all(math.isfinite(x) for x in summary["losses"])
+    summary = train(tiny_config(corpus, prior="mixture:3", max_steps=150, eval_every=50, lr=3e-3, free_bits=0.5),
+                    str(tmp_path / "run"), log=quiet, progress=False)
+    # better than the uniform model over the vocabulary, which no untrained decoder beats
+    vae = pyro_svae.load(str(tmp_path / "run"), device="cpu")
+    valid = vae.split("valid")
+    uniform = -math.log(len(vae.tokenizer)) * (float(valid.lengths.float().mean()) + 1)
+    assert summary["last"]["val_elbo"] > uniform + 5 and all(math.isfinite(x) for x in summary["losses"])
     assert isinstance(EnumELBO(0.5), TraceEnum_ELBO)
 
 

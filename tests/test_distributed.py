@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from pyro_svae.checkpoint import load_checkpoint
-from pyro_svae.distributed import World
-from pyro_svae.training import train
+from pyro_svae.training.distributed import World
+from pyro_svae.training.run import train
 
 from conftest import quiet, tiny_config
 
@@ -83,7 +83,7 @@ def test_shares_of_a_global_batch():
 
 
 def test_under_torchrun_errors_are_one_line_from_process_0(corpus, tmp_path):
-    from pyro_svae.rundir import writer_lock
+    from pyro_svae.training.rundir import writer_lock
 
     run = str(tmp_path / "run")
     train(tiny_config(corpus, max_steps=2), run, log=quiet, progress=False)

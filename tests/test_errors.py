@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from pyro_svae.training import train
+from pyro_svae.training.run import train
 
 from conftest import quiet, tiny_config, write_corpus
 

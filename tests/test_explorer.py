@@ -7,12 +7,13 @@ import subprocess
 import sys
 import urllib.request
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi", reason="the web extra is not installed (pip install -e '.[web]')")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from pyro_svae.explorer import LIMITS, create_app  # noqa: E402
+from pyro_svae.app.explorer import LIMITS, create_app  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 A, B = "the cat sat on the mat .", "my friend walked by the river ."
@@ -208,6 +209,11 @@ def test_the_map_uses_umap_where_it_is_installed_and_pca_otherwise(trained_run, 
     means = vae.posterior_mean([vae.tokenizer.decode(vae.split("valid").sentence(i)) for i in range(30)])
     pca = vae.latent_map("valid", 30, method="auto")
     assert pca.method == "pca" and torch.allclose(pca.points, pca.project(means), atol=1e-5)
+    centred = means.double().numpy() - means.double().numpy().mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)  # numpy's PCA: the first two right singular vectors
+    expected = centred @ vt[:2].T
+    signs = np.sign((expected * pca.points.double().numpy()).sum(0))  # each axis up to its sign
+    assert np.allclose(pca.points.double().numpy() * signs, expected, atol=1e-4)
     with pytest.raises(SVAEError, match="projection umap needs umap-learn"):
         monkeypatch.setitem(sys.modules, "umap", None)
         vae.latent_map("valid", 30, method="umap")

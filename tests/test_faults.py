@@ -17,7 +17,7 @@ import torch
 
 from pyro_svae.checkpoint import load_checkpoint
 from pyro_svae.errors import SVAEError
-from pyro_svae.training import train
+from pyro_svae.training.run import train
 
 from conftest import quiet, tiny_config
 from test_errors import assert_one_line_error
@@ -110,7 +110,7 @@ def test_a_second_writer_is_refused_with_the_pid_and_a_killed_writer_does_not_bl
 
 def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_checkpoint(corpus, tmp_path, run_cli, monkeypatch):
     import pyro_svae.checkpoint as checkpoint
-    import pyro_svae.training as training
+    import pyro_svae.training.loop as training
 
     run = str(tmp_path / "run")
     real_save, calls = training.atomic_save, []

@@ -12,8 +12,8 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
 from pyro_svae import load, train
-from pyro_svae.guides import make_guide
-from pyro_svae.model import HierarchicalPrior
+from pyro_svae.models.guides import make_guide
+from pyro_svae.models.vae import HierarchicalPrior
 
 from conftest import quiet, tiny_config
 
@@ -42,8 +42,8 @@ def test_the_kl_floor_keeps_every_family_informative(corpus, tmp_path, guide, pr
     """With beta = 1 from the start and word dropout off, the plain ELBO lets q(z|x) sink to the
     prior; free bits (the default: per dimension for diag, on the total KL otherwise) hold the KL
     up near the floor."""
-    from pyro_svae.corpus import make_batch
-    from pyro_svae.objectives import kl_floor
+    from pyro_svae.data.corpus import make_batch
+    from pyro_svae.inference.objectives import kl_floor
 
     kl = {}
     for free_bits in (0.0, 1.0):
@@ -139,7 +139,7 @@ def test_structured_hierarchical_guide_beats_mean_field():
 
 
 def test_score_function_gradient_is_unbiased_but_noisier():
-    from pyro_svae.gradients import gradient_samples, summarize
+    from pyro_svae.inference.gradients import gradient_samples, summarize
 
     x = torch.tensor([1.5, -0.5, 0.3])
 
@@ -186,7 +186,7 @@ def test_a_new_family_is_one_class_and_one_registry_line(corpus, tmp_path, monke
     import torch.nn as nn
     import torch.nn.functional as F
 
-    from pyro_svae import guides
+    from pyro_svae.models import guides
 
     class StudentT(guides.SingleSite):  # the README's example
         def __init__(self, in_dim, z_dim, arg=None):

@@ -7,11 +7,11 @@ import torch.nn.functional as F
 from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
-from pyro_svae.corpus import make_batch
-from pyro_svae.likelihood import token_nll
-from pyro_svae.model import ModelConfig, SentenceVAE
-from pyro_svae.networks import word_dropout
-from pyro_svae.tokenizers import BOS, PAD, UNK
+from pyro_svae.data.corpus import make_batch
+from pyro_svae.models.likelihood import token_nll
+from pyro_svae.models.vae import ModelConfig, SentenceVAE
+from pyro_svae.models.networks import word_dropout
+from pyro_svae.data.tokenizers import BOS, PAD, UNK
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def test_language_model_has_no_latent(batch):
 
 
 def test_free_bits_objective_floors_each_dimension(tiny, batch):
-    from pyro_svae.objectives import FreeBitsELBO
+    from pyro_svae.inference.objectives import FreeBitsELBO
 
     z = torch.tensor([[0.1, 0.2], [-0.3, 0.4]])
     guide_trace = poutine.trace(tiny.guide).get_trace(batch, size=10, beta=0.5)
@@ -137,7 +137,7 @@ def test_free_bits_objective_floors_each_dimension(tiny, batch):
 
 
 def test_free_bits_floor_the_total_kl_of_other_families():
-    from pyro_svae.objectives import FreeBitsELBO
+    from pyro_svae.inference.objectives import FreeBitsELBO
 
     torch.manual_seed(0)
     svae = SentenceVAE(ModelConfig(vocab_size=12, emb_dim=5, hidden=6, z_dim=3, guide="lowrank:1")).eval()
@@ -157,7 +157,7 @@ def test_free_bits_floor_the_total_kl_of_other_families():
 
 
 def test_importance_weighted_bound_with_one_particle_is_the_elbo(tiny, batch):
-    from pyro_svae.objectives import ImportanceWeightedELBO
+    from pyro_svae.inference.objectives import ImportanceWeightedELBO
 
     pyro.set_rng_seed(3)
     elbo = Trace_ELBO().loss(tiny.model, tiny.guide, batch, size=10, beta=0.5)
@@ -167,7 +167,7 @@ def test_importance_weighted_bound_with_one_particle_is_the_elbo(tiny, batch):
 
 
 def test_importance_weighted_bound_with_free_bits_adds_the_kl_floor_penalty(tiny, batch):
-    from pyro_svae.objectives import ImportanceWeightedELBO
+    from pyro_svae.inference.objectives import ImportanceWeightedELBO
 
     pyro.set_rng_seed(3)
     floored = ImportanceWeightedELBO(4, free_bits=0.3)(tiny.model, tiny.guide, batch, size=10, beta=0.5)
@@ -182,8 +182,8 @@ def test_importance_weighted_bound_with_free_bits_adds_the_kl_floor_penalty(tiny
 
 
 def test_importance_weighted_bound_rises_with_k_towards_log_px(tiny, batch):
-    from pyro_svae.evaluation import iw_log_likelihood
-    from pyro_svae.objectives import ImportanceWeightedELBO
+    from pyro_svae.evaluation.metrics import iw_log_likelihood
+    from pyro_svae.inference.objectives import ImportanceWeightedELBO
 
     pyro.set_rng_seed(0)
     with torch.no_grad():
@@ -197,7 +197,7 @@ def test_importance_weighted_bound_rises_with_k_towards_log_px(tiny, batch):
 
 
 def test_importance_weighted_loss_gives_gradients_to_encoder_and_decoder(tiny, batch):
-    from pyro_svae.objectives import ImportanceWeightedELBO
+    from pyro_svae.inference.objectives import ImportanceWeightedELBO
 
     tiny.train()
     ImportanceWeightedELBO(4)(tiny.model, tiny.guide, batch, size=10).backward()
@@ -207,20 +207,22 @@ def test_importance_weighted_loss_gives_gradients_to_encoder_and_decoder(tiny, b
 
 
 def test_pretraining_resets_the_decoder_and_keeps_the_encoder(corpus, tmp_path):
-    from pyro_svae.training import TrainConfig, Trainer, prepare_run
+    from pyro_svae.training.loop import sentence_trainer
+    from pyro_svae.training.run import prepare_run
 
     from conftest import quiet, tiny_config
 
     config = tiny_config(corpus, pretrain_steps=5, max_steps=6)
     config, tokenizer, splits = prepare_run(config, str(tmp_path / "run"), quiet)
-    trainer = Trainer(config, str(tmp_path / "run"), tokenizer, splits, log=quiet, progress=False)
-    assert trainer.beta(0) == trainer.beta(4) == pytest.approx(1e-4)
-    assert trainer.beta(5) == trainer.schedule(0) and trainer.beta(15) == trainer.schedule(10)
-    encoder = {k: v.clone() for k, v in trainer.svae.encoder.state_dict().items()}
-    decoder = {k: v.clone() for k, v in trainer.svae.decoder.state_dict().items()}
-    trainer.reset_decoder()
-    assert all(torch.equal(encoder[k], v) for k, v in trainer.svae.encoder.state_dict().items())
-    assert all(not torch.equal(decoder[k], v) for k, v in trainer.svae.decoder.state_dict().items())
+    trainer = sentence_trainer(config, str(tmp_path / "run"), tokenizer, splits, log=quiet, progress=False)
+    family = trainer.family
+    assert family.beta(0) == family.beta(4) == pytest.approx(1e-4)
+    assert family.beta(5) == family.schedule(0) and family.beta(15) == family.schedule(10)
+    encoder = {k: v.clone() for k, v in family.svae.encoder.state_dict().items()}
+    decoder = {k: v.clone() for k, v in family.svae.decoder.state_dict().items()}
+    family.before_step(5, trainer.optim, quiet)
+    assert all(torch.equal(encoder[k], v) for k, v in family.svae.encoder.state_dict().items())
+    assert all(not torch.equal(decoder[k], v) for k, v in family.svae.decoder.state_dict().items())
 
 
 def test_token_nll_value_and_gradient_equal_cross_entropy():
@@ -262,7 +264,7 @@ def test_token_nll_takes_bf16_logits_and_returns_float32_scores_and_bf16_gradien
 
 
 def test_tied_decoder_shares_one_small_matrix():
-    from pyro_svae.networks import Decoder
+    from pyro_svae.models.networks import Decoder
 
     torch.manual_seed(0)
     decoder = Decoder(vocab_size=50, emb_dim=8, hidden=6, z_dim=0, tie=True)
@@ -295,7 +297,7 @@ def test_bag_of_words_term_is_added_in_training_only(batch):
 def test_bag_of_words_term_keeps_z_in_use_without_a_floor(corpus, tmp_path):
     import csv
 
-    from pyro_svae.training import train
+    from pyro_svae.training.run import train
 
     from conftest import quiet, tiny_config
 
@@ -310,7 +312,7 @@ def test_bag_of_words_term_keeps_z_in_use_without_a_floor(corpus, tmp_path):
 
 
 def test_skip_adds_a_linear_term_in_z_to_every_step_and_starts_at_zero(batch):
-    from pyro_svae.networks import Decoder
+    from pyro_svae.models.networks import Decoder
 
     torch.manual_seed(0)
     dec = Decoder(12, 5, 6, 2, skip=True)
@@ -326,7 +328,7 @@ def test_skip_adds_a_linear_term_in_z_to_every_step_and_starts_at_zero(batch):
 
 
 def test_inputless_decoder_reads_no_word_in_scoring_or_decoding(batch):
-    from pyro_svae.decoding import Greedy
+    from pyro_svae.models.decoding import Greedy
 
     torch.manual_seed(0)
     vae = SentenceVAE(ModelConfig(vocab_size=12, emb_dim=5, hidden=6, z_dim=2, word_keep=0.0)).eval()

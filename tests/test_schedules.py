@@ -1,7 +1,7 @@
 import pytest
 
 from pyro_svae.errors import SVAEError
-from pyro_svae.schedules import parse_schedule
+from pyro_svae.inference.schedules import parse_schedule
 
 
 def test_schedule_values():

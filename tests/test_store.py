@@ -4,46 +4,52 @@ import os
 
 import numpy as np
 import pyro
-import pytest
 import torch
 
-import pyro_svae.store as store_module
+import pyro_svae.data.store as store_module
 from pyro_svae import load, train
 from pyro_svae.checkpoint import atomic_save
-from pyro_svae.corpus import ReadStats, encode_sentences, iter_lines, load_text_splits
-from pyro_svae.store import MappedSplit, StoreOptions, load_store, prepare_store
-from pyro_svae.tokenizers import WordTokenizer
+from pyro_svae.data.corpus import ReadStats, iter_lines
+from pyro_svae.data.store import MappedSplit, StoreOptions, load_store, prepare_store
 
 from conftest import quiet, tiny_config, toy_sentences, write_corpus
 from test_errors import assert_one_line_error
 
 
-def in_memory(data, max_len=60):
-    """The encoding of version 0.1 (the whole corpus in lists), to compare with."""
-    texts, _, _ = load_text_splits(str(data))
-    tok = WordTokenizer.build(texts["train"], max_size=10000)
-    return tok, {name: encode_sentences(s, tok, max_len if name == "train" else None)[0] for name, s in texts.items()}
-
-
-@pytest.mark.parametrize("layout", ["folder", "one file"])
-def test_store_holds_what_the_in_memory_encoding_held(tmp_path, layout):
-    if layout == "folder":
-        data = write_corpus(tmp_path / "c", n_train=500)
-    else:
-        data = tmp_path / "all.txt"
-        data.write_text("\n".join(toy_sentences(400)) + "\n")
-    tok, expected = in_memory(data, max_len=6)
+def test_store_holds_the_hand_computed_encoding(tmp_path):
+    data = tmp_path / "c"
+    data.mkdir()
+    (data / "train.txt").write_text("b a b\nc b a\n\na b c a b c a\n")  # an empty line; 7 tokens > --max-len 6
+    (data / "valid.txt").write_text("a z\n")
+    (data / "test.txt").write_text("b\n")
     tokenizer, splits, info = prepare_store(str(data), str(tmp_path / "s"), StoreOptions(max_len=6), log=quiet,
                                             progress=False)
-    assert tokenizer.vocab == tok.vocab
-    for name, split in expected.items():
+    # counts b 3, a 2, c 1 (with the dropped sentence a 5, b 5, c 3; the tie goes to b, used first)
+    assert tokenizer.vocab == ["<pad>", "<unk>", "<s>", "</s>", "b", "a", "c"]
+    expected = {"train": [[4, 5, 4], [6, 4, 5]], "valid": [[5, 1]], "test": [[4]]}
+    for name, sentences in expected.items():
         mapped = splits[name]
         assert isinstance(mapped, MappedSplit) and isinstance(mapped.tokens, np.memmap)
         assert mapped.tokens.dtype == np.uint16
-        assert np.array_equal(mapped.tokens.astype(np.int32), split.tokens.numpy())
-        assert torch.equal(mapped.lengths, split.lengths)
-        assert mapped.sentence(3) == split.sentence(3)
-    assert info["splits"]["train"]["too_long"] > 0  # sentences over --max-len 6 dropped, and counted
+        assert [mapped.sentence(i) for i in range(len(mapped))] == sentences
+        assert mapped.tokens.astype(np.int64).tolist() == [t for s in sentences for t in s]
+        assert mapped.lengths.tolist() == [len(s) for s in sentences]
+    assert info["splits"]["train"]["too_long"] == 1 and info["splits"]["train"]["sentences"] == 2
+
+
+def test_one_file_is_split_90_5_5_the_same_way_each_time(tmp_path):
+    lines = [f"sentence number {i}" for i in range(100)]
+    (tmp_path / "all.txt").write_text("\n".join(lines) + "\n")
+    seen = []
+    for out in ("s1", "s2"):
+        tokenizer, splits, _ = prepare_store(str(tmp_path / "all.txt"), str(tmp_path / out), log=quiet,
+                                             progress=False)
+        texts = {k: [tokenizer.decode(v.sentence(i)) for i in range(len(v))] for k, v in splits.items()}
+        seen.append(texts)
+    assert seen[0] == seen[1]
+    assert [len(seen[0][k]) for k in ("train", "valid", "test")] == [90, 5, 5]
+    assert sorted(sum(seen[0].values(), [])) == sorted(lines)
+    assert seen[0]["train"] == [s for s in lines if s in set(seen[0]["train"])]  # the file's order is kept
 
 
 def test_parallel_encoding_writes_the_same_files(tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 import pytest
 
 from pyro_svae.errors import SVAEError
-from pyro_svae.tokenizers import (BOS, EOS, PAD, UNK, SentencePieceTokenizer, WordTokenizer,
+from pyro_svae.data.tokenizers import (BOS, EOS, PAD, UNK, SentencePieceTokenizer, WordTokenizer,
                                   load_tokenizer, vocab_hash)
 
 from conftest import toy_sentences

@@ -8,7 +8,7 @@ import torch
 
 from pyro_svae.checkpoint import atomic_save, load_checkpoint
 from pyro_svae.errors import SVAEError
-from pyro_svae.training import train
+from pyro_svae.training.run import train
 
 from conftest import needs_bf16, quiet, tiny_config
 
@@ -83,7 +83,7 @@ def test_cli_train_then_resume(corpus, tmp_path, run_cli):
 
 
 def test_learning_rate_decays_on_a_plateau_and_resumes(corpus, tmp_path, monkeypatch):
-    import pyro_svae.training as training
+    import pyro_svae.training.family as training
 
     real = training.validate
 
@@ -139,7 +139,7 @@ def test_a_nonfinite_loss_stops_with_one_error_and_keeps_the_checkpoint(corpus, 
 @pytest.mark.parametrize("skip", [False, True])
 def test_a_vae_warm_started_from_the_lm_begins_as_the_lm(corpus, tmp_path, skip):
     from pyro_svae import load
-    from pyro_svae.corpus import make_batch
+    from pyro_svae.data.corpus import make_batch
     from pyro_svae.errors import SVAEError
 
     train(tiny_config(corpus, model="lm", max_steps=30, tie=True), str(tmp_path / "lm"), log=quiet, progress=False)
@@ -204,7 +204,7 @@ def test_init_from_starts_from_every_weight_of_another_run(corpus, tmp_path):
 def test_presets_give_defaults_that_options_override(corpus, tmp_path, run_cli):
     import json
 
-    from pyro_svae.training import TrainConfig, config_from
+    from pyro_svae.training.config import TrainConfig, config_from
 
     assert config_from() == TrainConfig()
     bowman = config_from("bowman2015", z_dim=8)
@@ -219,7 +219,7 @@ def test_presets_give_defaults_that_options_override(corpus, tmp_path, run_cli):
 
 
 def test_a_collapsing_latent_is_warned_about_once(corpus, tmp_path, monkeypatch):
-    import pyro_svae.training as training
+    import pyro_svae.training.family as training
 
     real = training.validate
     monkeypatch.setattr(training, "validate", lambda *a, **k: {**real(*a, **k), "kl": 0.2})

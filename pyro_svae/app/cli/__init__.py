@@ -1,0 +1,50 @@
+"""pyro-svae command line: prepare, train, sample, reconstruct, posterior, homotopy, evaluate, impute, serve, ...
+
+Every command is a thin layer over the Python API in ``pyro_svae``. Errors in the input are
+reported on one line with a non-zero exit status."""
+
+import os
+import sys
+
+import click
+
+from ...errors import SVAEError
+from . import analyze, decode, serve, train
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="pyro-svae")
+def cli():
+    """Sentence VAEs in Pyro (Bowman et al. 2015): train, decode and interpolate, evaluate, impute,
+    and compare variational families."""
+
+
+for command in (train.train, train.prepare, decode.sample, decode.reconstruct, decode.posterior, decode.homotopy,
+                analyze.evaluate, analyze.impute, analyze.grad_variance, analyze.clusters, serve.serve,
+                train.compare_guides):
+    cli.add_command(command)
+
+
+def main(argv=None):
+    """Entry point: runs the CLI and turns bad input into a one-line error with exit status 1 or 2."""
+    try:
+        cli.main(args=argv, prog_name="pyro-svae", standalone_mode=False)
+    except SVAEError as e:
+        rank = os.environ.get("RANK", "0")  # under torchrun: which process failed, if not the first
+        click.echo(f"error: {'' if rank == '0' else f'[process {rank}] '}{e}", err=True)
+        sys.exit(1)
+    except click.ClickException as e:
+        click.echo(f"error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(130)
+    except OSError as e:
+        click.echo(f"error: {e.filename or ''}: {e.strerror or e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

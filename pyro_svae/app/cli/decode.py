@@ -1,0 +1,87 @@
+"""sample, reconstruct, posterior and homotopy: decoding from the prior and the posterior."""
+
+import click
+
+from .options import _emit, _explorer, _read_sentences, _rows, _search, decoding_options
+
+
+@click.command()
+@click.argument("run", type=click.Path())
+@click.option("-n", "n", type=click.IntRange(min=1), default=10, show_default=True, help="How many sentences.")
+@click.option("--component", type=int, default=None, help="A mixture prior: draw z from this component only.")
+@decoding_options
+def sample(run, n, component, seed, device, checkpoint, as_json, **o):
+    """Decode sentences from z drawn from the prior.
+
+    Example: python cli.py sample runs/ptb -n 5 --decode beam
+    """
+    vae = _explorer(run, device, checkpoint, seed)
+    z, texts = vae.sample(n, component=component, **_search(o))
+    _emit(_rows(z, texts), as_json)
+
+
+@click.command()
+@click.argument("run", type=click.Path())
+@click.argument("sentences", nargs=-1)
+@click.option("--input", "input_file", type=click.Path(), help="A file of sentences, one per line.")
+@decoding_options
+def reconstruct(run, sentences, input_file, seed, device, checkpoint, as_json, **o):
+    """Decode the posterior mean of each sentence.
+
+    Example: python cli.py reconstruct runs/ptb "the company said it would n't comment"
+    """
+    sentences = _read_sentences(sentences, input_file)
+    vae = _explorer(run, device, checkpoint, seed)
+    z, texts = vae.reconstruct(sentences, **_search(o))
+    rows = _rows(z, texts, input=sentences)
+    for row in rows:
+        row["label"] = row["input"]
+    _emit(rows, as_json)
+
+
+@click.command()
+@click.argument("run", type=click.Path())
+@click.argument("sentences", nargs=-1)
+@click.option("--input", "input_file", type=click.Path(), help="A file of sentences, one per line.")
+@click.option("-n", "n", type=click.IntRange(min=1), default=5, show_default=True, help="Draws per sentence.")
+@decoding_options
+def posterior(run, sentences, input_file, n, seed, device, checkpoint, as_json, **o):
+    """Decode n draws z ~ q(z|x) for each sentence (Bowman's sampling from the posterior).
+
+    Example: python cli.py posterior runs/ptb "we looked out at the setting sun" -n 5
+    """
+    sentences = _read_sentences(sentences, input_file)
+    vae = _explorer(run, device, checkpoint, seed)
+    z, texts = vae.posterior(sentences, n=n, **_search(o))
+    inputs = [s for s in sentences for _ in range(n)]
+    rows = _rows(z, texts, input=inputs, draw=[i % n + 1 for i in range(len(inputs))])
+    if not as_json:
+        for s_index, s in enumerate(sentences):
+            click.echo(f"INPUT: {s}")
+            for row in rows[s_index * n : (s_index + 1) * n]:
+                click.echo(f"  {row['draw']}\t{row['text']}")
+        return
+    _emit(rows, as_json)
+
+
+@click.command()
+@click.argument("run", type=click.Path())
+@click.argument("sentences", nargs=-1)
+@click.option("--steps", type=click.IntRange(min=2), default=5, show_default=True, help="Points on the line, endpoints included.")
+@click.option("--from-prior", is_flag=True, help="Interpolate between two prior draws instead of two sentences.")
+@decoding_options
+def homotopy(run, sentences, steps, from_prior, seed, device, checkpoint, as_json, **o):
+    """Decode evenly spaced points between the posterior means of two sentences.
+
+    Example: python cli.py homotopy runs/ptb "i want to talk to you ." "she did n't want to be with him ." --steps 5
+    """
+    if not from_prior and len(sentences) != 2:
+        raise click.UsageError("homotopy needs exactly two sentences (or --from-prior)")
+    if from_prior and sentences:
+        raise click.UsageError("--from-prior takes no sentences")
+    vae = _explorer(run, device, checkpoint, seed)
+    first, second = sentences if sentences else (None, None)
+    z, texts = vae.homotopy(first, second, steps=steps, from_prior=from_prior, **_search(o))
+    t = [round(i / (steps - 1), 4) for i in range(steps)]
+    rows = _rows(z, texts, t=t, label=[f"{x:.2f}" for x in t])
+    _emit(rows, as_json)

@@ -1,0 +1,340 @@
+"""A token store: a corpus encoded once, on disk, and read back by memory map.
+
+A store is a folder holding, per split, ``SPLIT.tokens`` (every sentence's token ids end to
+end, ``uint16`` when the vocabulary fits, else ``uint32``) and ``SPLIT.offsets`` (``int64``,
+sentence i is ``tokens[offsets[i]:offsets[i+1]]``), the tokenizer (``tokenizer.json``, and
+``spm.model`` for sentencepiece) and ``store.json`` (written last: a store without it is
+incomplete). Preparing streams the text: the corpus is never held in memory, only the word
+counts, one byte per line of a file that must be split, and a bounded sample for sentencepiece.
+"""
+
+import collections
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import random
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..checkpoint import TMP_PREFIX, atomic_write_bytes
+from .corpus import SPLITS, ReadStats, iter_lines, split_assignment, split_files
+from ..errors import SVAEError
+from .tokenizers import SentencePieceTokenizer, WordTokenizer, load_tokenizer, vocab_hash
+
+STORE = "store.json"
+FORMAT = 1
+CHUNK = 8192  # lines per encoding job
+PARALLEL_BYTES = 16 << 20  # corpora smaller than this are encoded in this process
+SPM_SAMPLE = 2_000_000  # sentencepiece trains on at most this many random training lines
+
+
+@dataclasses.dataclass
+class StoreOptions:
+    """How text becomes token ids (the tokenizer options of ``train``)."""
+
+    tokenizer: str = "word"
+    vocab_size: int = 10000
+    min_count: int = 1
+    max_len: int = 60  # training sentences only; evaluation splits stay whole
+    too_long: str = "drop"
+
+
+class MappedSplit:
+    """One split of a store, memory-mapped: ``len``, ``lengths`` [N] (int64, in memory) and
+    ``sentence(i)`` (a list of ids), as ``corpus.EncodedSplit``."""
+
+    def __init__(self, folder, name, dtype):
+        tokens = os.path.join(folder, f"{name}.tokens")
+        self.offsets = np.memmap(os.path.join(folder, f"{name}.offsets"), dtype=np.int64, mode="r")
+        # numpy cannot map an empty file: an empty split has no tokens to read
+        self.tokens = (np.memmap(tokens, dtype=dtype, mode="r") if os.path.getsize(tokens)
+                       else np.zeros(0, dtype=dtype))
+        self._lengths = None
+
+    def __len__(self):
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self):
+        if self._lengths is None:
+            self._lengths = torch.from_numpy(np.diff(self.offsets))
+        return self._lengths
+
+    def sentence(self, i):
+        return self.tokens[self.offsets[i] : self.offsets[i + 1]].tolist()
+
+
+def is_store(path):
+    return os.path.isfile(os.path.join(path, STORE))
+
+
+def read_store_info(folder):
+    path = os.path.join(folder, STORE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError) as e:
+        raise SVAEError(f"{path}: unreadable ({e.__class__.__name__})") from None
+    if info.get("format") != FORMAT:
+        raise SVAEError(f"{path}: a token store of format {info.get('format')}, this version reads {FORMAT}")
+    return info
+
+
+def open_store(folder):
+    """{split: MappedSplit} of the store in ``folder``."""
+    info = read_store_info(folder)
+    splits = {}
+    for name, meta in info["splits"].items():
+        try:
+            splits[name] = MappedSplit(folder, name, np.dtype(meta["dtype"]))
+        except (OSError, ValueError) as e:
+            raise SVAEError(f"{folder}: the store's {name} split is unreadable ({e.__class__.__name__}); "
+                            f"prepare it again") from None
+        if len(splits[name]) != meta["sentences"] or int(splits[name].offsets[-1]) != meta["tokens"]:
+            raise SVAEError(f"{folder}: the store's {name} split is incomplete; prepare it again")
+    return splits
+
+
+# -- preparing a store ------------------------------------------------------------------------
+
+def prepare_store(data, out, options=None, workers=0, log=print, progress=True):
+    """Encode the text corpus ``data`` (a folder of splits or one file) into a store in ``out``.
+    -> (tokenizer, {split: MappedSplit}, info). ``workers``: encoding processes (0: one per CPU
+    for corpora over 16 MB, else this process)."""
+    o = options or StoreOptions()
+    files = split_files(data)
+    os.makedirs(out, exist_ok=True)
+    sources, read, checksums = _scan(files, log, progress)
+    tokenizer = _build_tokenizer(sources, o, out, progress)
+    total_bytes = sum(os.path.getsize(f) for f, _ in sources)
+    workers = workers or ((os.cpu_count() or 1) if total_bytes > PARALLEL_BYTES else 1)
+    counts = _encode(sources, tokenizer, o, out, workers, progress)
+    for name, c in counts.items():
+        verb = "dropped" if o.too_long == "drop" else "truncated"
+        log(f"{name}: {c['sentences']} sentences, {c['tokens']} tokens"
+            + (f"; {c['too_long']} over --max-len {o.max_len} {verb}" if c["too_long"] else ""))
+    if counts["train"]["sentences"] == 0:
+        raise SVAEError(f"{data}: no valid training sentence (empty, undecodable or over --max-len)")
+    if counts["valid"]["sentences"] == 0:
+        raise SVAEError(f"{data}: no validation sentence; give a valid split or more sentences")
+    tokenizer.save(out)
+    info = {"format": FORMAT, "source": os.path.abspath(data), "options": dataclasses.asdict(o),
+            "vocab_size": len(tokenizer), "vocab_hash": vocab_hash(tokenizer), "data_sha256": checksums,
+            "read": read, "splits": counts}
+    atomic_write_bytes(os.path.join(out, STORE), json.dumps(info, indent=1).encode())
+    return tokenizer, open_store(out), info
+
+
+def load_store(folder):
+    """-> (tokenizer, {split: MappedSplit}, info) of a prepared store."""
+    info = read_store_info(folder)
+    tokenizer = load_tokenizer(folder)
+    if vocab_hash(tokenizer) != info["vocab_hash"]:
+        raise SVAEError(f"{folder}: the store's tokenizer.json is not the one its tokens were encoded with")
+    return tokenizer, open_store(folder), info
+
+
+def _scan(files, log, progress):
+    """First pass over every file: count its lines, hash it, and decide each line's split.
+    -> ([(file, assign)], read stats per split, sha256 per file name). ``assign`` is the split's
+    name when the file is one split, else a uint8 array giving the split of each of its sentences."""
+    sources, read, checksums = [], {}, {}
+    for split, path in files.items():
+        stats, digest = ReadStats(), hashlib.sha256()
+        with _bar(path, f"reading {os.path.basename(path)}", progress) as bar:
+            n = sum(1 for _ in iter_lines(path, stats, digest=digest, bar=bar))
+        checksums[os.path.basename(path)] = digest.hexdigest()
+        _log_read(log, split, stats)
+        read[split] = dataclasses.asdict(stats)
+        sources.append((path, split, n))
+    has = {split for _, split, _ in sources}
+    if not sum(n for _, split, n in sources if split in ("train", "all")):
+        raise SVAEError(f"{files.get('train', files.get('all'))}: the corpus has no non-empty sentence")
+    out = []
+    for path, split, n in sources:
+        if split == "all":
+            out.append((path, split_assignment(n, 0.05, 0.05).numpy()))
+        elif split == "train" and "valid" not in has:
+            out.append((path, split_assignment(n, 0.05, 0.0 if "test" in has else 0.05).numpy()))
+        else:
+            out.append((path, split))
+    return out, read, checksums
+
+
+def _sentences(source, stats=None, bar=None):
+    """(split, sentence) for every sentence of a source, in file order."""
+    path, assign = source
+    for i, line in enumerate(iter_lines(path, stats or ReadStats(), bar=bar)):
+        yield (assign if isinstance(assign, str) else SPLITS[assign[i]]), line
+
+
+def _train_lines(sources, progress):
+    for source in sources:
+        if isinstance(source[1], str) and source[1] != "train":
+            continue
+        with _bar(source[0], "counting words", progress) as bar:
+            for split, line in _sentences(source, bar=bar):
+                if split == "train":
+                    yield line
+
+
+def _build_tokenizer(sources, o, out, progress):
+    if o.tokenizer == "word":
+        counts = {}
+        for line in _train_lines(sources, progress):
+            for w in line.split():
+                counts[w] = counts.get(w, 0) + 1
+        return WordTokenizer.from_counts(counts, o.vocab_size, o.min_count)
+    # sentencepiece: a uniform random sample of at most SPM_SAMPLE training lines (reservoir)
+    rng, sample = random.Random(0), []
+    for i, line in enumerate(_train_lines(sources, progress)):
+        if i < SPM_SAMPLE:
+            sample.append(line)
+        elif (j := rng.randrange(i + 1)) < SPM_SAMPLE:
+            sample[j] = line
+    return SentencePieceTokenizer.build(sample, out, vocab_size=o.vocab_size)
+
+
+_WORKER = {}
+
+
+def _init_worker(state, folder):
+    _WORKER["tokenizer"] = (WordTokenizer(state["vocab"]) if state["kind"] == "word"
+                            else SentencePieceTokenizer(os.path.join(folder, state["model"])))
+
+
+def _encode_chunk(lines):
+    """-> (flat ids uint32, lengths int64) of a list of sentences."""
+    encode = _WORKER["tokenizer"].encode
+    ids = [encode(s) for s in lines]
+    lengths = np.fromiter((len(t) for t in ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter((t for s in ids for t in s), dtype=np.uint32, count=int(lengths.sum()))
+    return flat, lengths
+
+
+def _chunks(sources, progress):
+    """(splits [n], lines [n]) chunks of CHUNK sentences, in corpus order."""
+    names, lines = [], []
+    for source in sources:
+        with _bar(source[0], f"encoding {os.path.basename(source[0])}", progress) as bar:
+            for split, line in _sentences(source, bar=bar):
+                names.append(split)
+                lines.append(line)
+                if len(lines) == CHUNK:
+                    yield names, lines
+                    names, lines = [], []
+    if lines:
+        yield names, lines
+
+
+def _encode(sources, tokenizer, o, out, workers, progress):
+    """Encode every sentence into its split's files. -> {split: counts}."""
+    dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32
+    writers = {name: _SplitWriter(out, name, dtype, o.max_len if name == "train" else None, o.too_long)
+               for name in SPLITS}
+    state = tokenizer.state()
+    try:
+        if workers > 1:
+            with multiprocessing.get_context("fork").Pool(workers, _init_worker, (state, out)) as pool:
+                pending = collections.deque()  # at most 2 chunks per worker in flight: bounded memory
+                for names, lines in _chunks(sources, progress):
+                    pending.append((names, pool.apply_async(_encode_chunk, (lines,))))
+                    if len(pending) >= 2 * workers:
+                        names, result = pending.popleft()
+                        _route(writers, names, *result.get())
+                while pending:
+                    names, result = pending.popleft()
+                    _route(writers, names, *result.get())
+        else:
+            _init_worker(state, out)
+            for names, lines in _chunks(sources, progress):
+                _route(writers, names, *_encode_chunk(lines))
+        return {name: w.close() for name, w in writers.items()}
+    finally:
+        for w in writers.values():
+            w.abort()
+
+
+def _route(writers, names, flat, lengths):
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    for name, a, b in zip(names, starts.tolist(), ends.tolist()):
+        writers[name].add(flat[a:b])
+
+
+class _SplitWriter:
+    """Appends sentences to SPLIT.tokens / SPLIT.offsets through temporary files, renamed at close."""
+
+    BUFFER = 1 << 16  # sentences buffered before a write
+
+    def __init__(self, folder, name, dtype, max_len, too_long):
+        self.final = [os.path.join(folder, f"{name}.{kind}") for kind in ("tokens", "offsets")]
+        self.temp = [os.path.join(folder, f"{TMP_PREFIX}{name}.{kind}") for kind in ("tokens", "offsets")]
+        self.files = [open(path, "wb") for path in self.temp]
+        self.dtype, self.max_len, self.too_long = dtype, max_len, too_long
+        self.pieces, self.lengths = [], []
+        self.total, self.counts = 0, {"sentences": 0, "tokens": 0, "too_long": 0, "empty_after_tokenizing": 0,
+                                      "dtype": np.dtype(dtype).name}
+        np.zeros(1, dtype=np.int64).tofile(self.files[1])
+
+    def add(self, ids):
+        if len(ids) == 0:
+            self.counts["empty_after_tokenizing"] += 1
+            return
+        if self.max_len is not None and len(ids) > self.max_len:
+            self.counts["too_long"] += 1
+            if self.too_long == "drop":
+                return
+            ids = ids[: self.max_len]
+        self.pieces.append(ids)
+        self.lengths.append(len(ids))
+        if len(self.lengths) >= self.BUFFER:
+            self.flush()
+
+    def flush(self):
+        if not self.lengths:
+            return
+        np.concatenate(self.pieces).astype(self.dtype).tofile(self.files[0])
+        ends = self.total + np.cumsum(np.asarray(self.lengths, dtype=np.int64))
+        ends.tofile(self.files[1])
+        self.total = int(ends[-1])
+        self.counts["sentences"] += len(self.lengths)
+        self.pieces, self.lengths = [], []
+
+    def close(self):
+        self.flush()
+        self.counts["tokens"] = self.total
+        for f in self.files:
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        for temp, final in zip(self.temp, self.final):
+            os.replace(temp, final)
+        return self.counts
+
+    def abort(self):
+        for f in self.files:
+            f.close()
+        for temp in self.temp:
+            if os.path.exists(temp):
+                os.unlink(temp)
+
+
+def _bar(path, what, progress):
+    return tqdm(total=os.path.getsize(path), desc=what, unit="B", unit_scale=True, disable=not progress,
+                dynamic_ncols=True, leave=False, delay=1.0)
+
+
+def _log_read(log, split, stats):
+    if stats.undecodable_count:
+        lines = ", ".join(map(str, stats.undecodable)) + (" ..." if stats.undecodable_count > len(stats.undecodable) else "")
+        log(f"warning: {split}: {stats.undecodable_count} lines are not UTF-8 and were skipped (lines {lines})")
+    if stats.over_long:
+        log(f"warning: {split}: {stats.over_long} lines longer than {stats.max_bytes} bytes were skipped")
+    if stats.empty:
+        log(f"{split}: {stats.empty} empty lines skipped")
+

@@ -1,0 +1,197 @@
+"""Per-sentence ELBO terms and validation metrics (beta = 1, no subsample scaling)."""
+
+import math
+
+import torch
+from pyro import poutine
+
+from ..data.corpus import gather, sorted_batches
+from ..devices import check_amp, forked_rng
+from ..errors import SVAEError
+from ..inference.kl import elbo_terms, latent_kl  # noqa: F401 (latent_kl: the API's name)
+from ..models.guides import SingleSite
+
+
+@torch.inference_mode()
+def validate(svae, split, batch_size=64, seed=0, iw_samples=0, world=None):
+    """Mean ELBO, reconstruction and KL per sentence over ``split``, and the ELBO perplexity bound
+    exp(-sum ELBO / tokens), tokens counting </s>. iw_samples = K > 0: also the mean K-sample
+    importance-weighted bound "iw" (the ELBO terms then average the same K draws). Each batch
+    draws from its own seed, so ``world`` (distributed.World) can share the batches among
+    processes and sum their totals: the same numbers as one process. Leaves the global RNG as
+    it found it."""
+    was_training = svae.training
+    svae.eval()
+    totals = dict.fromkeys(("rec", "kl", "iw", "tokens", "sentences"), 0.0)
+    with forked_rng(svae.device):
+        for i, positions in enumerate(sorted_batches(split, batch_size)):
+            if world is not None and i % world.size != world.rank:
+                continue
+            torch.manual_seed(seed * 1_000_003 + i)
+            batch = gather(split, positions).to(svae.device)
+            if iw_samples:
+                log_px, rec, kl = iw_log_likelihood(svae, batch, iw_samples, chunk=iw_samples)
+                totals["iw"] += float(log_px.sum())
+            else:
+                rec, kl = elbo_terms(svae, batch)
+            totals["rec"] += float(rec.sum())
+            totals["kl"] += float(kl.sum())
+            totals["tokens"] += batch.num_tokens()
+            totals["sentences"] += batch.size
+    svae.train(was_training)
+    if world is not None:
+        totals = dict(zip(totals, world.sum(list(totals.values()), svae.device)))
+    n = max(totals["sentences"], 1)
+    elbo = totals["rec"] - totals["kl"]
+    return {
+        "elbo": elbo / n,
+        "rec": -totals["rec"] / n,  # reconstruction loss, nats per sentence
+        "kl": totals["kl"] / n,
+        "ppl_bound": math.exp(min(-elbo / max(totals["tokens"], 1), 700.0)),
+        **({"iw": totals["iw"] / n} if iw_samples else {}),
+        "sentences": int(totals["sentences"]),
+        "tokens": int(totals["tokens"]),
+    }
+
+
+def iw_log_likelihood(svae, batch, samples=500, chunk=50, amp="off", h=None, widen=1.0):
+    """Importance-weighted estimate of log p(x) per sentence with K = ``samples`` draws from
+    q(z|x), and the ELBO terms over the same draws: -> (log p(x) [B], rec [B], kl [B]).
+    h [B, H]: the guide's per-sentence parameters (default: the encoder's; refine.py improves
+    them); widen: a diag q's standard deviations times this. Any proposal gives a valid
+    estimate; a closer (or, for a too-narrow q, a wider) one gives a tighter one.
+
+    log p(x) ~= logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log K, while
+    rec = mean_k log p(x|z_k) and kl = mean_k [log q(z_k|x) - log p(z_k)], so that
+    ELBO = rec - kl <= log p(x) holds for every sentence (Jensen). The draws are folded into the
+    batch ``chunk`` at a time (guide and model run on the repeated batch), so memory stays bounded
+    and any guide or prior works. The LM's log-likelihood is exact; a point-estimate guide has
+    none (NaN). amp="bf16": the decoder's matrix products in bfloat16 (log-softmax, encoder and
+    every latent density stay float32)."""
+    decoder_precision = lambda: torch.autocast(svae.device.type, torch.bfloat16, enabled=amp == "bf16")  # noqa: E731
+    if svae.z_dim == 0:
+        with decoder_precision():
+            rec, _ = elbo_terms(svae, batch)
+        return rec, rec, torch.zeros_like(rec)
+    if h is None:
+        h = svae.encoder(batch.targets, batch.lengths)
+    log_w, log_px_all = [], []
+    for start in range(0, samples, chunk):
+        k = min(chunk, samples - start)
+        repeated = batch.repeat(k)  # sentence-major: row i * k + j is draw j of sentence i
+        guide_tr = poutine.trace(svae.guide_given).get_trace(h.repeat_interleave(k, dim=0), widen=widen)
+        model_tr = poutine.trace(poutine.replay(svae.model, trace=guide_tr)).get_trace(repeated)
+        with decoder_precision():  # the likelihood runs the decoder lazily, here
+            log_px = model_tr.nodes["x"]["fn"].log_prob(repeated.targets)
+        log_w.append((log_px + svae.latent_log_prob(model_tr) - svae.latent_log_prob(guide_tr)).view(batch.size, k))
+        log_px_all.append(log_px.view(batch.size, k))
+    log_w, log_px = torch.cat(log_w, dim=1), torch.cat(log_px_all, dim=1)
+    rec = log_px.mean(1)
+    log_p = torch.logsumexp(log_w, dim=1) - math.log(samples)
+    if svae.posterior.point_estimate:
+        log_p = torch.full_like(rec, float("nan"))
+    return log_p, rec, rec - log_w.mean(1)
+
+
+def component_usage(posteriors):
+    """How many of a mixture's components the data uses, from each sentence's posterior over them
+    [N, K]: the entropy H of their average (nats) and exp(H), the clusters in use (K when all are
+    used equally, 1 when every sentence falls in one)."""
+    average = posteriors.mean(0)
+    entropy = float(-(average * average.clamp(min=1e-30).log()).sum())
+    return {"component_entropy": entropy, "clusters_in_use": math.exp(entropy)}
+
+
+def active_units(means, threshold=0.01):
+    """Dimensions whose posterior mean varies across the data with variance >= threshold.
+    means: [N, Z] -> (count, variances [Z])."""
+    variances = means.var(dim=0, unbiased=False)
+    return int((variances >= threshold).sum()), variances
+
+
+def mutual_information(dists, samples):
+    """I(x; z) under the aggregate posterior (He et al. 2019):
+    E_x E_q(z|x) [log q(z|x)] - E_z [log q(z)], with q(z) = mean_x q(z|x) over the whole split.
+    dists: per-batch q(z|x) (batch shape [B_i]); samples: the matching draws z ~ q(z|x) [B_i, Z]."""
+    N = sum(z.shape[0] for z in samples)
+    log_q_own = torch.cat([d.log_prob(z) for d, z in zip(dists, samples)])
+    log_q_aggregate = []
+    for z in samples:
+        # log q(z_i | x_j) for every sentence j of the split, then logsumexp over j
+        cross = torch.cat([d.log_prob(z.unsqueeze(1).expand(-1, d.batch_shape[0], -1)) for d in dists], dim=1)
+        log_q_aggregate.append(torch.logsumexp(cross, dim=1) - math.log(N))
+    return float(log_q_own.mean() - torch.cat(log_q_aggregate).mean())
+
+
+@torch.no_grad()
+def evaluate(svae, split, samples=500, batch_size=32, chunk=50, seed=0, progress=True, au_threshold=0.01,
+             amp="off", refine=0, refine_lr=0.05, widen=1.0):
+    """Every metric of the literature on one split, beta = 1, no subsample scaling.
+
+    -> {"totals": {...}, "sentences": [{"nll", "elbo", "rec", "kl", "tokens"} per sentence]}.
+    Token counts include </s> and exclude <s>; perplexities are exp(total nats / tokens). The
+    ELBO, rec and kl use the same K draws as the NLL; kl_analytic is the closed form where one
+    exists (else a one-draw estimate). amp="bf16": the decoder in bfloat16 (iw_log_likelihood).
+    refine = N > 0: q(z|x) is first refined per sentence by N SVI steps (refine.py) and the NLL,
+    ELBO, rec and kl use the refined q; "elbo_amortized" is the guide's own ELBO (16 draws).
+    widen != 1: the draws come from a diag q with its standard deviations times ``widen``.
+    kl_analytic, MI and active units always describe the amortized guide. With a mixture prior,
+    log p(z) is the mixture's (so NLL, ELBO and KL stay exact) and ``component_usage`` is added."""
+    from tqdm.auto import tqdm
+
+    from ..models.networks import frozen
+    from ..inference.refine import batch_elbo, refine_summaries
+
+    if not (math.isfinite(widen) and widen > 0):
+        raise SVAEError(f"--widen {widen}: must be a positive number")
+    check_amp(amp, next(svae.parameters()).device)
+    svae.eval()
+    rows, means, dists, draws, components = [None] * len(split), [], [], [], []
+    mixture = svae.z_dim > 0 and hasattr(svae.prior, "responsibilities")
+    # MI needs q(z|x) as one distribution; a point estimate has no meaningful MI
+    with_mi = svae.z_dim > 0 and isinstance(svae.posterior, SingleSite) and not svae.posterior.point_estimate
+    refine = refine if svae.z_dim else 0
+    batches = sorted_batches(split, batch_size)
+    with forked_rng(svae.device), frozen(svae):
+        torch.manual_seed(seed)
+        for positions in tqdm(batches, desc="evaluate", unit="batch", disable=not progress):
+            batch = gather(split, positions).to(svae.device)
+            h = svae.encoder(batch.targets, batch.lengths) if svae.z_dim else None
+            if refine:
+                elbo_amortized = batch_elbo(svae, batch, h, particles=16)
+                h = refine_summaries(svae, batch, h, refine, refine_lr, amp)
+            log_px, rec, kl = iw_log_likelihood(svae, batch, samples, chunk, amp, h, widen)
+            kl_exact = kl
+            if svae.z_dim:
+                means.append(svae.posterior_mean(batch))
+                kl_exact = latent_kl(svae, batch)
+                if with_mi:
+                    dists.append(svae.q(batch))
+                    draws.append(dists[-1].sample())
+                if mixture:
+                    components.append(svae.component_posterior(batch))
+            for i, pos in enumerate(positions):
+                rows[pos] = {"nll": -float(log_px[i]), "elbo": float(rec[i] - kl[i]), "rec": -float(rec[i]),
+                             "kl": float(kl[i]), "kl_analytic": float(kl_exact[i]), "tokens": int(batch.lengths[i])}
+                if refine:
+                    rows[pos]["elbo_amortized"] = float(elbo_amortized[i])
+    tokens = sum(r["tokens"] for r in rows)
+    total = lambda key: sum(r[key] for r in rows)  # noqa: E731
+    n = len(rows)
+    totals = {
+        "sentences": n, "tokens": tokens, "iw_samples": samples if svae.z_dim else 0, "amp": amp,
+        "nll": total("nll") / n, "elbo": total("elbo") / n, "rec": total("rec") / n, "kl": total("kl") / n,
+        "kl_analytic": total("kl_analytic") / n,
+        "ppl_iw": math.exp(total("nll") / tokens), "ppl_elbo": math.exp(-total("elbo") / tokens),
+    }
+    if refine:
+        totals.update(refine_steps=refine, elbo_amortized=total("elbo_amortized") / n)
+    if widen != 1.0 and svae.z_dim:
+        totals["widen"] = widen
+    if svae.z_dim:
+        totals["active_units"], variances = active_units(torch.cat(means), au_threshold)
+        totals["mutual_information"] = mutual_information(dists, draws) if with_mi else None
+        totals["au_variances"] = [round(float(v), 5) for v in variances]
+    if mixture:
+        totals.update(component_usage(torch.cat(components)))
+    return {"totals": totals, "sentences": rows}

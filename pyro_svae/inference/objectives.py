@@ -1,0 +1,226 @@
+"""Training objectives beyond Pyro's ELBOs: free bits (Kingma et al. 2016) for every latent,
+continuous or discrete, on top of Pyro's mean-field, enumerated and score-function ELBOs, and
+the importance-weighted bound (Burda et al. 2016)."""
+
+import math
+
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.distributions.kl import kl_divergence
+from pyro.infer import TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer.traceenum_elbo import _compute_dice_elbo
+from pyro.infer.util import torch_item
+from pyro.poutine.util import site_is_subsample
+
+from ..models.discrete import OneHotCode
+from ..errors import SVAEError
+from .kl import kl_term
+from ..models.vae import BETA_FLOOR
+
+
+def latent_sites(guide_trace):
+    return [name for name, site in guide_trace.nodes.items()
+            if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)]
+
+
+def kl_floor(guide_trace, model_trace, free_bits):
+    """-> (KL, shortfall): the batch-averaged KL(q || p) of the latent sites, and how far it falls
+    below the floor, sum over units of max(0, floor - KL_unit). A unit is a dimension of a
+    diagonal Gaussian z (floor ``free_bits`` each, analytic KL; Kingma et al. 2016) or a variable
+    of a categorical site (floor ``free_bits``, exact KL); every other site is pooled into one
+    unit (floor ``free_bits`` x its dimensions; KL analytic where Pyro registers it, else from
+    the drawn value, against the marginal where the model enumerates a parent).
+
+    KL + shortfall = sum of max(KL_unit, floor): below the floor the encoder feels no KL. For the
+    first latent site, whose prior depends on no other draw of the guide (the mixture's z under
+    enum, its c under concrete or reinforce), the shortfall is measured against the prior with its
+    parameters detached, so that a learned prior still fits the posteriors below the floor. A later
+    site's prior may read an earlier draw (p(z2 | z1), p(z | c)); detaching it would cut that path
+    too and let the encoder feel the KL, so there the floored prior gets no gradient."""
+    kl, shortfall, pooled, pooled_dims = 0.0, 0.0, 0.0, 0
+    for i, name in enumerate(latent_sites(guide_trace)):
+        units, per_unit = site_kl(name, guide_trace, model_trace)
+        kl = kl + units.mean(0).sum()
+        if i == 0 and _learned(model_trace.nodes[name]["fn"]):
+            units, _ = site_kl(name, guide_trace, model_trace, detach_prior=True)
+        units = units.mean(0)  # [U] or a scalar
+        if per_unit:
+            shortfall = shortfall + (free_bits - units).clamp(min=0).sum()
+        else:
+            pooled, pooled_dims = pooled + units, pooled_dims + guide_trace.nodes[name]["value"].shape[-1]
+    if pooled_dims:
+        shortfall = shortfall + (free_bits * pooled_dims - pooled).clamp(min=0)
+    return kl, shortfall
+
+
+def site_kl(name, guide_trace, model_trace, detach_prior=False):
+    """KL(q || p) of one latent site: -> ([B, U] per unit, True) or ([B] for the site, False).
+    detach_prior: the prior's parameters as constants."""
+    prior = _detached if detach_prior else (lambda fn: fn)
+    q, p = guide_trace.nodes[name]["fn"], prior(model_trace.nodes[name]["fn"])
+    value = guide_trace.nodes[name]["value"]
+    enumerated = [s for s in model_trace.nodes.values()
+                  if s["type"] == "sample" and s["infer"].get("_enumerate_dim") is not None]
+    if enumerated:  # p(z) = sum_c p(c) p(z | c): log q(z) - log p(z) at the draw
+        log_p = p.log_prob(value)
+        for s in enumerated:
+            log_p = torch.logsumexp(log_p + prior(s["fn"]).log_prob(s["value"]), dim=s["infer"]["_enumerate_dim"])
+        return q.log_prob(value) - log_p, False
+    if isinstance(q, OneHotCode) and isinstance(p, OneHotCode):
+        return q.kl_units(p), True
+    if name == "z" and isinstance(getattr(q, "base_dist", None), dist.Normal) \
+            and isinstance(getattr(p, "base_dist", None), dist.Normal):
+        return kl_divergence(q.base_dist, p.base_dist), True
+    return _kl(q, p, value), False
+
+
+def _learned(fn):
+    """Whether a prior distribution depends on trained parameters (Normal-based or a code)."""
+    base = getattr(fn, "base_dist", fn)
+    return any(getattr(base, k, torch.zeros(())).requires_grad for k in ("loc", "scale", "logits"))
+
+
+def _detached(fn):
+    """The same Normal-based or categorical distribution with its parameters as constants."""
+    if isinstance(fn, dist.Independent):
+        return dist.Independent(_detached(fn.base_dist), fn.reinterpreted_batch_ndims)
+    if isinstance(fn, dist.Normal):
+        return dist.Normal(fn.loc.detach(), fn.scale.detach())
+    if isinstance(fn, OneHotCode):
+        return OneHotCode(fn.logits.detach(), fn.temperature, fn.straight_through)
+    return fn
+
+
+def _kl(q, p, value):
+    """KL(q || p) per row, by evaluation.kl_term, with a diagonal Gaussian p taken as a
+    MultivariateNormal against a Gaussian q, so that Pyro's analytic KL applies there too."""
+    if isinstance(q, (dist.MultivariateNormal, dist.LowRankMultivariateNormal)) \
+            and isinstance(getattr(p, "base_dist", None), dist.Normal):
+        p = dist.MultivariateNormal(p.base_dist.loc, scale_tril=torch.diag_embed(p.base_dist.scale))
+    return kl_term(q, p, value)
+
+
+def floor_penalty(guide_trace, model_trace, free_bits):
+    """The free-bits floor as a penalty on top of an ELBO: scale x batch x shortfall, where scale
+    is the latent sites' (beta x corpus / batch). 0 without latent sites or floor."""
+    sites = latent_sites(guide_trace)
+    if not sites or free_bits <= 0:
+        return 0.0
+    site = guide_trace.nodes[sites[0]]
+    _, shortfall = kl_floor(guide_trace, model_trace, free_bits)
+    return site["scale"] * site["value"].shape[0] * shortfall
+
+
+class FreeBitsELBO(TraceMeanField_ELBO):
+    """The ELBO with a KL floor: the KL term, averaged over the minibatch, counts as at least the
+    floor (``free_bits`` nats per latent dimension). Below the floor the KL has no gradient, so the
+    encoder is free to use those nats (a remedy for posterior collapse). With the diagonal guide
+    the floor applies to each dimension, with the other families to the total KL (``kl_floor``).
+    Every KL is analytic where one exists, so with ``free_bits`` 0 this is the mean-field ELBO
+    (the Concrete estimator's: the exact categorical KL, the relaxed draw elsewhere)."""
+
+    def __init__(self, free_bits, **kwargs):
+        super().__init__(**kwargs)
+        self.free_bits = free_bits
+
+    def _differentiable_loss_particle(self, model_trace, guide_trace):
+        elbo = model_trace.nodes["x"]["log_prob_sum"]  # scaled by the plate
+        sites = latent_sites(guide_trace)
+        if sites:
+            kl, shortfall = kl_floor(guide_trace, model_trace, self.free_bits)
+            site = guide_trace.nodes[sites[0]]
+            scale = site["scale"]  # beta * corpus / batch
+            elbo = elbo - scale * site["value"].shape[0] * (kl + shortfall)
+        return -torch_item(elbo), -elbo
+
+
+class EnumELBO(TraceEnum_ELBO):
+    """``TraceEnum_ELBO`` for the model's enumerated sites (a mixture prior's component, summed out
+    exactly; one plate over sentences), with the free-bits floor of ``kl_floor`` as a penalty."""
+
+    def __init__(self, free_bits=0.0):
+        super().__init__(max_plate_nesting=1)
+        self.free_bits = free_bits
+
+    def _elbos(self, model, guide, args, kwargs):
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            yield _compute_dice_elbo(model_trace, guide_trace) - floor_penalty(guide_trace, model_trace, self.free_bits)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        return -sum(self._elbos(model, guide, args, kwargs)) / self.num_particles
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return torch_item(loss)
+
+
+class ScoreFunctionELBO(TraceGraph_ELBO):
+    """``TraceGraph_ELBO``: the score-function estimator for the guide's non-reparameterized
+    sites (with their baselines), pathwise elsewhere; plus the free-bits floor as a penalty,
+    differentiated pathwise only (its dependence on a discrete draw is not scored)."""
+
+    def __init__(self, free_bits=0.0):
+        super().__init__()
+        self.free_bits = free_bits
+
+    def _loss_and_surrogate_loss_particle(self, model_trace, guide_trace):
+        elbo, surrogate_loss = super()._loss_and_surrogate_loss_particle(model_trace, guide_trace)
+        penalty = floor_penalty(guide_trace, model_trace, self.free_bits)
+        return elbo - torch_item(penalty), surrogate_loss + penalty
+
+
+class ImportanceWeightedELBO:
+    """The importance-weighted bound (IWAE, Burda et al. 2016), a loss for ``pyro.infer.SVI``:
+    per sentence, log (1/K) sum_k p(x, z_k) / q(z_k | x) with z_k ~ q(z | x), K = ``num_particles``.
+    It is at least the ELBO and tends to log p(x) as K grows, so training on it improves the
+    marginal likelihood rather than the ELBO. K = 1 is the ELBO.
+
+    The K draws are folded into the batch (sentence-major); the latent sites keep their KL scale
+    beta, and the total is scaled to the corpus like Pyro's ELBOs (``size`` sentences).
+
+    ``free_bits`` > 0 adds FreeBitsELBO's floor as a penalty, beta * size * the shortfall of the
+    batch-averaged KL below the floor (``kl_floor``): with K = 1 it is FreeBitsELBO. The
+    bound alone lets q(z|x) drift towards the prior; the floor keeps the latent informative."""
+
+    def __init__(self, num_particles, free_bits=0.0):
+        if num_particles < 1:
+            raise SVAEError("the importance-weighted bound needs at least one particle")
+        self.num_particles, self.free_bits = num_particles, free_bits
+
+    def log_weights(self, model, guide, batch, *args, **kwargs):
+        """-> log p(x, z_k) - log q(z_k | x) per sentence and draw [B, K], beta-scaled latent terms."""
+        k = self.num_particles
+        repeated = batch.repeat(k)
+        kwargs = dict(kwargs, size=None)  # no subsample scale inside the log-sum-exp
+        guide_tr = poutine.trace(guide).get_trace(repeated, *args, **kwargs)
+        model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(repeated, *args, **kwargs)
+        log_w = _scaled_log_prob(model_tr) - _scaled_log_prob(guide_tr)
+        return log_w.view(batch.size, k), guide_tr, model_tr
+
+    def __call__(self, model, guide, batch, *args, size=None, beta=1.0, **kwargs):
+        """The loss: minus the bound summed over the batch, times ``size`` / batch size (plus the
+        free-bits penalty)."""
+        log_w, guide_tr, model_tr = self.log_weights(model, guide, batch, *args, beta=beta, **kwargs)
+        bound = torch.logsumexp(log_w, dim=1) - math.log(self.num_particles)
+        loss = -bound.sum() * ((size or batch.size) / batch.size)
+        if self.free_bits > 0 and latent_sites(guide_tr):
+            _, shortfall = kl_floor(guide_tr, model_tr, self.free_bits)  # rows repeat each sentence K times
+            loss = loss + max(beta, BETA_FLOOR) * (size or batch.size) * shortfall
+        return loss
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        """For SVI: the loss, after its backward pass (the graph is not retained)."""
+        loss = self(model, guide, *args, **kwargs)
+        loss.backward()
+        return torch_item(loss)
+
+
+def _scaled_log_prob(trace):
+    """Sum over a trace's sample sites of scale * log_prob(value), per row [N]."""
+    total = 0.0
+    for site in trace.nodes.values():
+        if site["type"] == "sample":
+            total = total + site["scale"] * site["fn"].log_prob(site["value"])
+    return total

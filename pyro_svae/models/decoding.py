@@ -1,0 +1,128 @@
+"""Batched decoding from z: greedy, ancestral sampling (temperature, top-k), and beam search.
+
+Each search takes the decoder, z [B, Z] and a maximum length, runs one decoder step per time
+step for the whole batch, and returns tokens [B, L] (w1..wn </s> then <pad>; a sentence that
+never emits </s> is cut at ``max_len``)."""
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from ..data.tokenizers import BOS, EOS, PAD
+
+
+def _forbid_specials(logits):
+    logits[..., PAD] = -float("inf")
+    logits[..., BOS] = -float("inf")
+    return logits
+
+
+def _run(decoder, z, max_len, pick, batch_size):
+    state = decoder.initial_state(z) if z is not None else None
+    device = decoder.out.weight.device
+    tokens = torch.full((batch_size,), BOS, dtype=torch.long, device=device)
+    done = torch.zeros(batch_size, dtype=torch.bool, device=device)
+    out = []
+    for _ in range(max_len):
+        logits, state = decoder.step(tokens, z, state)
+        tokens = pick(_forbid_specials(logits.float())).masked_fill(done, PAD)
+        out.append(tokens)
+        done = done | (tokens == EOS)
+        if bool(done.all()):
+            break
+    return torch.stack(out, dim=1)
+
+
+@dataclasses.dataclass
+class Greedy:
+    def __call__(self, decoder, z, max_len, batch_size):
+        return _run(decoder, z, max_len, lambda logits: logits.argmax(-1), batch_size)
+
+
+@dataclasses.dataclass
+class Sampling:
+    temperature: float = 1.0
+    top_k: int = 0  # 0: the whole vocabulary
+
+    def __call__(self, decoder, z, max_len, batch_size):
+        def pick(logits):
+            logits = logits / self.temperature
+            if self.top_k:
+                kth = logits.topk(min(self.top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+                logits = logits.masked_fill(logits < kth, -float("inf"))
+            return torch.distributions.Categorical(logits=logits).sample()
+
+        return _run(decoder, z, max_len, pick, batch_size)
+
+
+@dataclasses.dataclass
+class Beam:
+    """Beam search; the final choice ranks by total log-probability / length ** length_penalty."""
+
+    width: int = 5
+    length_penalty: float = 1.0
+
+    def __call__(self, decoder, z, max_len, batch_size):
+        return beam_search(decoder, z, max_len, batch_size, self.width, self.length_penalty)[0]
+
+
+def beam_search(decoder, z, max_len, batch_size, width, length_penalty=1.0, start=None, allow_eos=True):
+    """-> best tokens [B, L] and their total log-probabilities [B].
+
+    start: optional (state, tokens [B]) to continue from, e.g. after a forced prefix (see
+    ``prefix_start``); allow_eos=False makes every sentence exactly ``max_len`` tokens long."""
+    B, W = batch_size, width
+    device = decoder.out.weight.device
+    zz = z.repeat_interleave(W, dim=0) if z is not None else None
+    if start is None:
+        state = decoder.initial_state(zz) if zz is not None else None
+        tokens = torch.full((B * W,), BOS, dtype=torch.long, device=device)
+    else:
+        state, first = start
+        state = tuple(s.repeat_interleave(W, dim=1) for s in state) if state is not None else None
+        tokens = first.repeat_interleave(W, dim=0)
+    scores = torch.full((B, W), -float("inf"), device=device)
+    scores[:, 0] = 0.0  # all beams start identical: keep one
+    finished = torch.zeros(B, W, dtype=torch.bool, device=device)
+    lengths = torch.zeros(B, W, device=device)
+    history = torch.zeros(B, W, 0, dtype=torch.long, device=device)
+    for t in range(max_len):
+        logits, state = decoder.step(tokens, zz, state)
+        logits = _forbid_specials(logits.float())
+        if not allow_eos:
+            logits[..., EOS] = -float("inf")
+        logp = F.log_softmax(logits, dim=-1).view(B, W, -1)
+        V = logp.shape[-1]
+        pad_only = torch.full_like(logp[0, 0], -float("inf"))
+        pad_only[PAD] = 0.0  # a finished beam continues with <pad> at no cost
+        logp = torch.where(finished.unsqueeze(-1), pad_only, logp)
+        top, flat = (scores.unsqueeze(-1) + logp).view(B, W * V).topk(W, dim=-1)
+        beam, tok = flat // V, flat % V
+        scores = top
+        history = torch.cat([history.gather(1, beam.unsqueeze(-1).expand(-1, -1, t)),
+                             tok.unsqueeze(-1)], dim=-1)
+        was_finished = finished.gather(1, beam)
+        lengths = lengths.gather(1, beam) + (~was_finished).float()
+        finished = was_finished | (tok == EOS)
+        rows = (beam + torch.arange(B, device=device).unsqueeze(1) * W).view(-1)
+        state = tuple(s[:, rows] for s in state) if state is not None else None
+        tokens = tok.view(-1)
+        if bool(finished.all()):
+            break
+    ranked = scores / lengths.clamp(min=1) ** length_penalty
+    best = ranked.argmax(dim=1)
+    pick = torch.arange(B, device=device)
+    return history[pick, best], scores[pick, best]
+
+
+def prefix_start(decoder, z, prefixes):
+    """Force the decoder through equal-length prefixes [B, P] (words only): -> (state, next input
+    tokens [B]) from which a search continues the sentences."""
+    B = prefixes.shape[0]
+    state = decoder.initial_state(z) if z is not None else None
+    bos = torch.full((B, 1), BOS, dtype=torch.long, device=prefixes.device)
+    inputs = torch.cat([bos, prefixes], dim=1)
+    if inputs.shape[1] > 1:
+        _, state = decoder(inputs[:, :-1], z, state)
+    return state, inputs[:, -1]

@@ -1,0 +1,212 @@
+"""The train options: one table (name, default, help, range or choices, whether a resume may
+change it), from which ``TrainConfig``, ``check_config`` and the command line's options derive."""
+
+import dataclasses
+import math
+import os
+
+from ..data.store import StoreOptions, is_store, read_store_info
+from ..errors import SVAEError
+from ..inference.schedules import parse_schedule
+from ..models.discrete import estimator, parse_mixture, parse_tau
+from ..models.guides import guide_class, make_guide
+from ..models.vae import ModelConfig
+from .rundir import BEST, read_config
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One train option. ``check`` is (predicate, what the value must be); ``choices`` the allowed
+    values; ``resumable``: ``train --resume`` may change it."""
+    name: str
+    default: object
+    help: str
+    choices: tuple = ()
+    check: tuple = None
+    resumable: bool = False
+
+    @property
+    def flag(self):
+        return flag(self.name)
+
+
+def flag(name):
+    return "--" + name.replace("_", "-")
+
+
+AT_LEAST_1 = (lambda v: v >= 1, "at least 1")
+AT_LEAST_0 = (lambda v: v >= 0, ">= 0")
+FRACTION = (lambda v: 0 <= v < 1, "in [0, 1)")
+UNIT = (lambda v: 0 <= v <= 1, "in [0, 1]")
+OFF_AT_0 = (lambda v: v >= 0, ">= 0 (0: off)")
+NO_LIMIT_AT_0 = (lambda v: v >= 0, ">= 0 (0: no limit)")
+POSITIVE = (lambda v: v > 0, "a positive number")
+DECAY = (lambda v: 0 < v <= 1, "in (0, 1]")
+SEED = (lambda v: 0 <= v < 2**32, "in [0, 2^32)")
+
+# Named sets of defaults: a user's own options override them. "default" is the table's (chosen so
+# that a VAE uses its latent without flags); "bowman2015" is the original recipe (Bowman et al.
+# 2015: no KL floor, sigmoid annealing, no early stopping), which collapses.
+PRESETS = {
+    "default": {},
+    "bowman2015": dict(emb_dim=353, hidden=191, z_dim=13, dropout=0.0, free_bits=0.0, word_keep=0.75,
+                       kl_schedule="logistic:0.0025,2500", batch_size=32, lr=1e-3, patience=0, feed_z=False,
+                       bidirectional=False),
+}
+
+# In the order --help lists them. Model sizes default to ModelConfig's (models/vae.py documents them),
+# except z_dim: 32, where a floor of 0.5 nats on each dimension keeps ~16 nats.
+OPTIONS = [
+    Option('preset', 'default', 'A named set of defaults that your options override: default (keeps the latent '
+           'in use: free bits, dropout, early stopping) or bowman2015 (the original recipe, which collapses).',
+           choices=tuple(PRESETS)),
+    Option('data', '', 'Corpus: a folder with train/valid/test (ptb.train.txt or train.txt ...) or one file split '
+           '90/5/5.'),
+    Option('tokenizer', 'word', 'word: whitespace words (pre-tokenized corpora such as PTB); spm: sentencepiece trained on '
+           'train (on a random sample of up to 2M of its lines).', choices=('word', 'spm')),
+    Option('vocab_size', 10000, 'Vocabulary size, specials included (word: most frequent words; spm: pieces).', check=AT_LEAST_1),
+    Option('min_count', 1, 'word tokenizer: drop words seen fewer times than this.', check=AT_LEAST_1),
+    Option('max_len', 60, 'Maximum tokens per training sentence (</s> not counted); valid/test stay whole.', check=AT_LEAST_1),
+    Option('too_long', 'drop', 'What to do with longer training sentences: drop or truncate.', choices=('drop', 'truncate')),
+    Option('model', 'vae', 'vae, or lm: the same decoder with no latent (the language-model baseline).', choices=('vae', 'lm')),
+    Option('emb_dim', ModelConfig.emb_dim, 'Word embedding size.', check=AT_LEAST_1),
+    Option('hidden', ModelConfig.hidden, 'Decoder LSTM size.', check=AT_LEAST_1),
+    Option('z_dim', 32, 'Latent size.'),
+    Option('enc_hidden', ModelConfig.enc_hidden, 'Encoder LSTM size (0: same as --hidden).', check=AT_LEAST_0),
+    Option('enc_layers', ModelConfig.enc_layers, 'Encoder LSTM layers.', check=AT_LEAST_1),
+    Option('dec_layers', ModelConfig.dec_layers, 'Decoder LSTM layers.', check=AT_LEAST_1),
+    Option('bidirectional', True, 'Bidirectional encoder.'),
+    Option('feed_z', True, 'Also feed z to the decoder at every step.'),
+    Option('tie', ModelConfig.tie, "Tie the output layer to the decoder's embedding."),
+    Option('dropout', 0.2, 'Dropout on embeddings and LSTM outputs.', check=FRACTION),
+    Option('guide', ModelConfig.guide, 'Variational family: diag, lowrank:R, fullrank, iaf:K, delta, hier-meanfield, hier-'
+           'structured.'),
+    Option('prior', ModelConfig.prior, 'standard: N(0, I); hier: p(z1) p(z2|z1) (with a hier-* guide); mixture:K: a learned mixture '
+           'of K Gaussians whose component is discrete (see --discrete).'),
+    Option('latent', ModelConfig.latent, 'gaussian, or categorical:M,K: z is M categorical variables with K classes each (uniform '
+           'prior; the code has M x K dimensions and --z-dim is not used).'),
+    Option('discrete', ModelConfig.discrete, "How a discrete latent is trained: enum (the mixture's component summed out exactly by "
+           "TraceEnum_ELBO), concrete (Gumbel-softmax relaxation, see --tau), reinforce (score function "
+           "with a learned baseline, TraceGraph_ELBO); auto: enum for mixture:K, concrete for "
+           "categorical."),
+    Option('tau', '1.0,0.5,2000', "concrete: the relaxation's temperature START,END,STEPS, falling exponentially from START to END over STEPS steps."),
+    Option('straight_through', ModelConfig.straight_through, 'concrete: one-hot draws in the forward pass, relaxed gradients.'),
+    Option('elbo', 'trace', 'trace (Trace_ELBO, sampled KL) or meanfield (TraceMeanField_ELBO, analytic KL).', choices=('trace', 'meanfield')),
+    Option('kl_schedule', 'linear:0,2000', 'KL weight per step: constant[:b], linear:start,steps, logistic:k,x0 (Bowman), cyclical:cycles,ratio.'),
+    Option('word_keep', 0.75, 'Word dropout keep rate k in [0, 1]: decoder inputs become <unk> with prob. 1-k in training '
+           '(0: an inputless decoder, which reads <unk> in evaluation and decoding too).', check=UNIT),
+    Option('free_bits', 0.5, 'Free bits: KL floor per latent dimension in nats, batch-averaged (Kingma et al. 2016; with a'
+           ' non-diag guide the total KL is floored at this x z-dim; 0: off).', check=OFF_AT_0),
+    Option('skip', False, "z also adds a learned linear term to the decoder's logits at every step (a skip connection "
+           "past the LSTM, Dieng et al. 2019)."),
+    Option('bow', 0.0, "Weight of a bag-of-words term in training: the sentence's words predicted from z alone (Zhao"
+           " et al. 2017), so that z carries them early; 0: off. Evaluation and decoding do not use it.", check=OFF_AT_0),
+    Option('pretrain_steps', 0, 'Train as an autoencoder (beta ~ 0) for N steps, then re-initialize the decoder (Li et al. '
+           '2019).', check=AT_LEAST_0),
+    Option('iw_particles', 1, 'K > 1: train on the K-sample importance-weighted bound (IWAE, Burda et al. 2016), which '
+           'targets log p(x) rather than the ELBO; validation and best.pt use the same bound.', check=AT_LEAST_1),
+    Option('init_decoder', '', "Start the decoder from this run's best.pt (a --model lm run on the same data and sizes); z's"
+           " initial-state layer starts at zero, so the VAE begins as that language model."),
+    Option('init_from', '', "Start every weight from this run's best.pt (same data and architecture), with a fresh "
+           "optimizer: fine-tune a trained model, e.g. with --iw-particles."),
+    Option('batch_size', 32, 'Sentences per minibatch.', check=AT_LEAST_1),
+    Option('lr', 0.002, 'Adam learning rate.', check=POSITIVE),
+    Option('lr_decay', 1.0, 'Multiply the learning rate by this after each validation without a better ELBO (1: off).', check=DECAY),
+    Option('clip_norm', 5.0, 'Clip the global gradient norm to this (0: off).', check=OFF_AT_0),
+    Option('max_epochs', 0, 'Stop after this many epochs (0: no limit).', check=AT_LEAST_0, resumable=True),
+    Option('max_steps', 0, 'Stop after this many steps in all (0: no limit).', check=AT_LEAST_0, resumable=True),
+    Option('max_minutes', 0.0, 'Stop after this many minutes of training in all (0: no limit).', check=NO_LIMIT_AT_0, resumable=True),
+    Option('eval_every', 500, 'Validate and checkpoint every N steps.', check=AT_LEAST_1, resumable=True),
+    Option('patience', 4, 'Stop after N validations without a better ELBO (0: never).', check=AT_LEAST_0, resumable=True),
+    Option('seed', 0, 'Random seed (batches, initialization, sampling).', check=SEED),
+    Option('device', 'auto', 'auto, cpu, cuda or cuda:N.', resumable=True),
+    Option('amp', 'off', 'bf16: mixed precision (autocast) for the training step: CUDA tensor cores, or AMX on recent '
+           'Xeons (1.7-2x faster at 650 units); off: float32.', choices=('off', 'bf16'), resumable=True),
+]
+OPTION = {o.name: o for o in OPTIONS}
+RESUMABLE = {o.name for o in OPTIONS if o.resumable}
+CHOICES = {o.name: o.choices for o in OPTIONS if o.choices}
+
+TrainConfig = dataclasses.make_dataclass(
+    "TrainConfig", [(o.name, type(o.default), dataclasses.field(default=o.default)) for o in OPTIONS])
+TrainConfig.__module__ = __name__
+TrainConfig.__doc__ = "Every train option (OPTIONS), with its default."
+
+
+def config_from(preset="default", **options):
+    """A TrainConfig: the table's defaults, then the preset's, then ``options``."""
+    if preset not in PRESETS:
+        raise SVAEError(f"--preset {preset!r}: use one of {', '.join(PRESETS)}")
+    return TrainConfig(**{**PRESETS[preset], **options, "preset": preset})
+
+
+def resumed_config(out_dir, overrides):
+    """The run's TrainConfig with the allowed overrides applied; an error for any other change."""
+    stored = read_config(out_dir)["train"]
+    for key, value in overrides.items():
+        if key not in RESUMABLE and value != stored.get(key):
+            raise SVAEError(f"{flag(key)} {value} differs from the run's {stored.get(key)}; "
+                            f"a resumed run keeps its data and model settings")
+    return TrainConfig(**{**stored, **{k: v for k, v in overrides.items() if k in RESUMABLE}})
+
+
+def check_config(c):
+    """Every option value, before any work: a one-line SVAEError naming the first bad one."""
+    for o in OPTIONS:
+        value = getattr(c, o.name)
+        if o.choices and value not in o.choices:
+            raise SVAEError(f"{o.flag} {value!r}: use one of {', '.join(o.choices)}")
+        if o.check is not None:
+            allowed, what = o.check
+            if not ((not isinstance(value, float) or math.isfinite(value)) and allowed(value)):
+                raise SVAEError(f"{o.flag} {value}: must be {what}")
+    for name in ("init_decoder", "init_from"):
+        run = getattr(c, name)
+        if run and not os.path.isfile(os.path.join(run, BEST)):
+            raise SVAEError(f"{flag(name)} {run}: not a trained run (no {BEST})")
+    if c.init_decoder and c.init_from:
+        raise SVAEError("--init-decoder and --init-from: give one")
+    if c.model == "lm":
+        if c.iw_particles > 1:
+            raise SVAEError("--iw-particles > 1 is for a VAE (the LM's likelihood is exact)")
+        if c.bow > 0:
+            raise SVAEError("--bow predicts words from z: it is for a VAE, not --model lm")
+    else:
+        _check_latent(c)
+    parse_schedule(c.kl_schedule, c.max_steps or c.max_epochs or None)
+
+
+def _check_latent(c):
+    if c.z_dim <= 0:
+        raise SVAEError("--z-dim must be positive for a VAE (use --model lm for no latent)")
+    make_guide(c.guide, 4, c.z_dim)  # a valid family and argument
+    if c.prior not in ("standard", "hier") and not parse_mixture(c.prior):
+        raise SVAEError(f"--prior {c.prior!r}: use one of standard, hier, mixture:K")
+    discrete = estimator(c.prior, c.latent, c.discrete)  # a valid latent and estimator
+    wanted = guide_class(c.guide).prior
+    if wanted != ("standard" if parse_mixture(c.prior) else c.prior):
+        raise SVAEError(f"guide {c.guide!r} goes with --prior {wanted}, not {c.prior!r}")
+    if c.latent != "gaussian" and c.guide != "diag":
+        raise SVAEError(f"--latent {c.latent} has its own q(z|x); leave --guide at diag")
+    if discrete and c.iw_particles > 1:
+        raise SVAEError("--iw-particles > 1 is for a Gaussian latent; a discrete one trains on the ELBO")
+    if discrete == "concrete":
+        parse_tau(c.tau)
+
+
+STORE_OPTIONS = tuple(StoreOptions.__dataclass_fields__)  # fixed by a prepared store
+
+
+def store_options(c):
+    return StoreOptions(**{k: getattr(c, k) for k in STORE_OPTIONS})
+
+
+def check_store_options(data, given):
+    """Options given with ``--data STORE`` must agree with the store's (they are its tokenizer's)."""
+    if not is_store(data):
+        return
+    stored = read_store_info(data)["options"]
+    for key in STORE_OPTIONS:
+        if key in given and given[key] != stored[key]:
+            raise SVAEError(f"{flag(key)} {given[key]}: the store {data} was prepared with {stored[key]}; "
+                            f"prepare another store to change it")

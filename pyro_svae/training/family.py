@@ -1,0 +1,137 @@
+"""What the training loop asks of a model family, and the sentence VAE's (and LM's) answers.
+
+A family owns its networks (``module``), its Pyro ``model`` and ``guide``, the loss, how a batch
+is built and what a step passes to ``SVI.step``, and what validation measures. The loop
+(``loop.Trainer``) owns everything else: order of batches, the optimizer, checkpoints,
+``torchrun``, budgets and early stopping. A new family (documents, labels) implements these."""
+
+import dataclasses
+import os
+from typing import Protocol
+
+import torch
+
+from ..checkpoint import load_checkpoint
+from ..data.corpus import gather
+from ..data.tokenizers import vocab_hash
+from ..devices import forked_rng
+from ..errors import SVAEError
+from ..evaluation.metrics import validate
+from ..inference.kl import latent_kl
+from ..inference.schedules import parse_schedule
+from ..models.discrete import parse_tau
+from ..models.vae import BETA_FLOOR, SentenceVAE
+from .optim import make_loss
+from .rundir import BEST, model_config, restore_model
+
+COLLAPSED_KL = 0.5  # validation KL (nats per sentence) under which training warns of collapse
+
+
+class Family(Protocol):
+    module: torch.nn.Module  # every parameter; its state_dict is the checkpoint's "model"
+
+    def model(self, *args, **kwargs): ...
+    def guide(self, *args, **kwargs): ...
+    def loss(self): ...  # a Pyro ELBO
+    def batch(self, split, positions, device): ...  # a batch with .num_tokens()
+    def step_kwargs(self, step, size): ...  # keyword arguments of SVI.step besides the batch
+    def before_step(self, step, optim, log): ...  # e.g. reset the decoder at the end of pretraining
+    def progress(self, batch, step): ...  # {name: value} for the progress bar
+    def validate(self, split, batch_size, world, step): ...  # {"score", "beta", "columns", "extra"}
+    def report(self, metrics): ...  # a line for the log
+
+
+class SentenceFamily:
+    """The sentence VAE of config ``c`` (``--model lm``: its decoder alone) for the loop."""
+
+    def __init__(self, c, vocab_size, device):
+        self.c = c
+        self.module = self.svae = SentenceVAE(model_config({"train": dataclasses.asdict(c)}, vocab_size)).to(device)
+        self.model, self.guide = self.svae.model, self.svae.guide
+        self.discrete = self.svae.estimator or None
+        self.tau = parse_tau(c.tau) if self.discrete == "concrete" else (lambda step: None)
+        self.schedule = None
+        self.warned = False
+
+    def start(self, total_steps):
+        self.schedule = parse_schedule(self.c.kl_schedule, total_steps)
+
+    def loss(self):
+        return make_loss(self.c)
+
+    def beta(self, step):
+        """The KL weight: ~0 while pretraining as an autoencoder, then the schedule from there."""
+        c = self.c
+        return BETA_FLOOR if step < c.pretrain_steps else self.schedule(step - c.pretrain_steps)
+
+    def batch(self, split, positions, device):
+        return gather(split, positions).to(device)
+
+    def step_kwargs(self, step, size):
+        return dict(size=size, beta=self.beta(step), word_keep=self.c.word_keep, discrete=self.discrete,
+                    temperature=self.tau(step))
+
+    def before_step(self, step, optim, log):
+        if self.c.pretrain_steps and step == self.c.pretrain_steps:
+            self.reset_decoder(optim)
+            log(f"step {step}: autoencoder pretraining done; decoder re-initialized")
+
+    def progress(self, batch, step):
+        with torch.no_grad(), forked_rng(self.svae.device):
+            kl = float(latent_kl(self.svae, batch).mean()) if self.svae.z_dim else 0.0
+        return {"kl": f"{kl:.2f}", "beta": f"{max(self.beta(step), BETA_FLOOR):.3f}"}
+
+    def validate(self, split, batch_size, world, step):
+        k = self.c.iw_particles
+        m = validate(self.svae, split, batch_size, seed=self.c.seed, iw_samples=k if k > 1 else 0, world=world)
+        columns = {"val_elbo": round(m["elbo"], 4), "val_rec": round(m["rec"], 4), "val_kl": round(m["kl"], 4),
+                   "val_ppl_bound": round(m["ppl_bound"], 3)}
+        return {**m, "score": m["iw"] if k > 1 else m["elbo"],  # the bound trained on selects best.pt
+                "beta": round(max(self.beta(max(step - 1, 0)), BETA_FLOOR), 6), "columns": columns,
+                "extra": {"val_iw": round(m["iw"], 4)} if k > 1 else {}}
+
+    def report(self, m):
+        k = self.c.iw_particles
+        iw = f", IW bound (K={k}) {m['iw']:.2f}" if k > 1 else ""
+        lines = [f"val ELBO {m['elbo']:.2f} (rec {m['rec']:.2f}, KL {m['kl']:.2f}), PPL <= {m['ppl_bound']:.1f}{iw}"]
+        if self.svae.z_dim and m["kl"] < COLLAPSED_KL and not self.warned:
+            self.warned = True
+            lines.append(f"warning: validation KL {m['kl']:.2f} nats per sentence: the posterior is collapsing "
+                         "(z is ignored); remedies: --free-bits 0.25, --word-keep 0.5, "
+                         "--kl-schedule cyclical:4,0.5 (README: Posterior collapse)")
+        return lines
+
+    # -- starting points ----------------------------------------------------------------------
+    def init_decoder(self, run_dir, tokenizer, log):
+        """Start from the decoder of ``run_dir``'s best.pt (same vocabulary and sizes), with the
+        layers from z (initial state, skip) at zero: at step 0 the VAE's likelihood is that model's."""
+        path = os.path.join(run_dir, BEST)
+        state = load_checkpoint(path, self.svae.device)
+        if state.get("vocab_hash") != vocab_hash(tokenizer):
+            raise SVAEError(f"--init-decoder {run_dir}: trained on another vocabulary than this run's")
+        decoder = {k[len("decoder."):]: v for k, v in state["model"].items() if k.startswith("decoder.")}
+        try:
+            missing, unexpected = self.svae.decoder.load_state_dict(decoder, strict=False)
+        except RuntimeError:
+            raise SVAEError(f"--init-decoder {run_dir}: its decoder has other sizes than this run's") from None
+        if unexpected or any(not k.startswith(("init.", "skip.")) for k in missing):  # both start at zero
+            raise SVAEError(f"--init-decoder {run_dir}: its decoder has another architecture than this run's")
+        if self.svae.decoder.init is not None:
+            with torch.no_grad():
+                self.svae.decoder.init.weight.zero_()
+                self.svae.decoder.init.bias.zero_()
+        log(f"decoder initialized from {path}")
+
+    def init_from(self, run_dir, tokenizer, log):
+        """Start from every weight of ``run_dir``'s best.pt (same vocabulary and architecture), with a
+        fresh optimizer: to fine-tune a trained model with another objective or learning rate."""
+        path = os.path.join(run_dir, BEST)
+        restore_model(self.svae, load_checkpoint(path, self.svae.device), tokenizer, f"--init-from {run_dir}")
+        log(f"weights initialized from {path}")
+
+    def reset_decoder(self, optim):
+        """End of autoencoder pretraining (Li et al. 2019): keep the encoder, start a new decoder."""
+        for module in self.svae.decoder.modules():
+            if module is not self.svae.decoder and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        optim.reset(self.svae.decoder.parameters())  # and its Adam state

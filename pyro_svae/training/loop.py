@@ -1,0 +1,281 @@
+"""The training loop, for any model family (family.py): SVI steps over shuffled batches, validation
+and checkpoints, budgets and early stopping, and data parallelism under ``torchrun``."""
+
+import dataclasses
+import math
+import os
+import signal
+import threading
+import time
+
+import pyro
+import torch
+from pyro.infer import SVI
+from tqdm.auto import tqdm
+
+from ..checkpoint import atomic_save, load_checkpoint
+from ..data.corpus import batch_order
+from ..data.tokenizers import vocab_hash
+from ..devices import check_amp, resolve_device
+from ..errors import SVAEError
+from .distributed import World
+from .family import SentenceFamily
+from .optim import GlobalClipAdam
+from .rundir import BEST, CHECKPOINT, METRICS, append_metrics, restore_model
+
+
+@dataclasses.dataclass
+class Position:
+    """Where a run is: what a checkpoint records beside the weights, optimizer and RNG."""
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0  # within the epoch's order
+    best_elbo: float = -math.inf  # the best validation score (the bound trained on)
+    bad_evals: int = 0  # validations since the best
+    minutes: float = 0.0  # of training in all, at the last checkpoint
+    lr: float = 0.0
+
+
+def sentence_trainer(c, out_dir, tokenizer, splits, log=print, progress=True, world=None, device=None):
+    """A Trainer of the sentence VAE (or LM) of config ``c``, initialized from ``c.seed`` in a
+    cleared Pyro parameter store."""
+    device = device if device is not None else resolve_device(c.device)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(c.seed)
+    family = SentenceFamily(c, len(tokenizer), device)
+    return Trainer(family, c, out_dir, tokenizer, splits, log, progress, world, device)
+
+
+class Trainer:
+    """One process's training loop over ``family``. With several processes (``world``), each computes
+    the gradient on its share of every global batch, the gradients are summed before the step, and
+    process 0 alone writes the run, logs and shows progress."""
+
+    def __init__(self, family, c, out_dir, tokenizer, splits, log=print, progress=True, world=None, device=None):
+        self.world = world or World()
+        self.family, self.c, self.out_dir = family, c, out_dir
+        self.progress = progress and self.world.main
+        self.log = log if self.world.main else (lambda *a: None)
+        self.tokenizer, self.splits = tokenizer, splits
+        self.device = device if device is not None else resolve_device(c.device)
+        check_amp(c.amp, self.device)
+        self.world.broadcast_params(family.module)
+        if self.world.rank:  # its own draws (word dropout, z): process 0 keeps one process's stream
+            torch.manual_seed(c.seed + self.world.rank * 2**32)
+        self.optim = GlobalClipAdam(c.lr, c.clip_norm)
+        loss = family.loss()
+        # Pyro's ELBOs bring their own loss_and_grads; ours backpropagates without retaining the graph
+        self.svi = SVI(family.model, family.guide, self.optim, loss, loss_and_grads=getattr(loss, "loss_and_grads", None))
+        self.batches_per_epoch = math.ceil(len(splits["train"]) / c.batch_size)
+        self.total_steps = c.max_steps or (c.max_epochs * self.batches_per_epoch) or None
+        family.start(self.total_steps)
+        self.last_metrics, self.checkpointed = None, False
+        self.tokens, self.eval_seconds = 0, 0.0  # real tokens trained on (all processes); time validating
+        self.pos = Position(lr=c.lr)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def state(self):
+        """Everything a resume needs: weights, optimizer, position, every process's RNG (a
+        collective with several processes)."""
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.world.distributed:  # every process's generator: resuming with as many is exact
+            rng["ranks"] = self.world.gather({k: v.cpu() for k, v in rng.items()})
+        return {"model": self.family.module.state_dict(), "position": dataclasses.asdict(self.pos), "rng": rng,
+                "processes": self.world.size, "vocab_hash": vocab_hash(self.tokenizer),
+                "config": dataclasses.asdict(self.c), "optim": self.optim.get_state()}
+
+    def restore(self, path):
+        hint = (f"; the run cannot resume, but its {BEST} can still be read (--checkpoint best) or "
+                f"trained on (train --init-from {self.out_dir})"
+                if os.path.isfile(os.path.join(self.out_dir, BEST)) else "")
+        state = load_checkpoint(path, self.device, hint)
+        restore_model(self.family.module, state, self.tokenizer, path)
+        self.optim.set_state(state["optim"])
+        self.pos = Position(**state["position"])
+        self.optim.set_lr(self.pos.lr)
+        self.checkpointed = True
+        processes, rng = state.get("processes", 1), state["rng"]
+        if processes != self.world.size:
+            self.log(f"{path}: trained by {processes} process(es), continued by {self.world.size}: the "
+                     "batches and weights carry on, the random draws start afresh (not bit-exact)")
+            torch.manual_seed(self.c.seed + self.world.rank * 2**32 + self.pos.step * 2**40)
+            return
+        rng = rng["ranks"][self.world.rank] if self.world.distributed else rng
+        torch.set_rng_state(rng["torch"].cpu())
+        if self.device.type == "cuda" and "cuda" in rng:
+            torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
+
+    # -- stop decisions -----------------------------------------------------------------------
+    def time_up(self, started):
+        return bool(self.c.max_minutes) and self.pos.minutes + (time.time() - started) / 60 >= self.c.max_minutes
+
+    def stop_reason(self, time_up):
+        """Why to stop now, or None. ``time_up``: the time budget is spent (on any process)."""
+        c, p = self.c, self.pos
+        if c.max_steps and p.step >= c.max_steps:
+            return "max-steps"
+        if c.max_epochs and p.epoch >= c.max_epochs:
+            return "max-epochs"
+        if time_up:
+            return "max-minutes"
+        if c.patience and p.bad_evals >= c.patience:
+            return "early stopping"
+        return None
+
+    # -- the loop ---------------------------------------------------------------------------
+    def step(self, positions, size):
+        """One SVI step on this process's share of the global batch ``positions``. -> (the local batch,
+        its part of the global batch's loss)."""
+        world, c = self.world, self.c
+        local = world.shard(positions)
+        weight = len(local) / len(positions)  # this process's part of the global estimate
+        self.optim.sync = lambda params: world.sum_grads(params, weight)
+        batch = self.family.batch(self.splits["train"], local, self.device)
+        self.family.before_step(self.pos.step, self.optim, self.log)
+        # Pyro's validation checks shapes and supports of model and guide (our code, tested); off,
+        # a step does less Python work. A bad step still stops the run:
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=c.amp == "bf16"), \
+                pyro.validation_enabled(False):
+            loss = self.svi.step(batch, **self.family.step_kwargs(self.pos.step, size))
+        return batch, loss * weight
+
+    def run(self):
+        """Train until a budget, early stopping or Ctrl-C; returns a summary with every step's loss."""
+        c, p, train, world = self.c, self.pos, self.splits["train"], self.world
+        size = len(train)
+        interrupted = []
+        restore_signals = _catch_stop_signals(interrupted)
+        started, losses, last_eval = time.time(), [], p.step
+        bar = tqdm(total=self.total_steps, initial=p.step, unit="step", disable=not self.progress,
+                   dynamic_ncols=True, smoothing=0.05)
+        window = [time.time(), 0]  # tokens/s since the last display
+        time_up, stop = (x > 0 for x in world.sum([self.time_up(started), bool(interrupted)], self.device))
+        reason = self.stop_reason(time_up)
+        self.family.module.train()
+        try:
+            while reason is None and not stop:
+                order = batch_order(train, c.batch_size, c.seed, p.epoch)
+                while p.batch < len(order):
+                    positions = order[p.batch]
+                    if len(positions) < world.size:  # an epoch's last batch, too small to share: skipped
+                        p.batch += 1
+                        continue
+                    batch, loss = self.step(positions, size)
+                    # the global batch's loss, and whether any process was stopped or ran out of time
+                    loss, tokens, time_up, stop = world.sum(
+                        [loss, batch.num_tokens(), self.time_up(started), bool(interrupted)], self.device)
+                    time_up, stop = time_up > 0, stop > 0
+                    if not math.isfinite(loss):
+                        if not world.main:
+                            raise SystemExit(1)  # process 0 says why
+                        raise SVAEError(f"the loss became {loss} at step {p.step + 1} (the run's last "
+                                        "checkpoint is intact); train again with a lower --lr or --clip-norm")
+                    losses.append(loss)
+                    p.step += 1
+                    p.batch += 1
+                    window[1] += tokens
+                    self.tokens += tokens
+                    bar.update(1)
+                    if self.progress and (p.step % 20 == 0 or p.step == 1):
+                        self._show(bar, batch, loss / size, window, started)
+                    if p.step % c.eval_every == 0:
+                        self.evaluate(started, losses[last_eval - p.step:])
+                        last_eval = p.step
+                        time_up = world.sum([self.time_up(started)], self.device)[0] > 0  # validating took time
+                    reason = self.stop_reason(time_up)
+                    # one process stops at once; several learn of a signal at the next step's sum
+                    stop = stop or (bool(interrupted) and not world.distributed)
+                    if reason or stop:
+                        break
+                else:
+                    p.epoch += 1
+                    p.batch = 0
+                    reason = self.stop_reason(time_up)
+        finally:
+            restore_signals()
+            bar.close()
+        train_seconds = time.time() - started - self.eval_seconds  # the steps alone
+        if stop:
+            reason = "interrupted"
+        if p.step != last_eval or not self.checkpointed:
+            self.evaluate(started, losses[last_eval - p.step:] if p.step > last_eval else [])
+        return {"run": self.out_dir, "stopped": reason, "step": p.step, "epoch": p.epoch,
+                "best_elbo": p.best_elbo, "losses": losses, "last": self.last_metrics,
+                "tokens": int(self.tokens), "train_seconds": train_seconds, "processes": world.size}
+
+    def _show(self, bar, batch, loss, window, started):
+        post = {"loss": f"{loss:.2f}", **self.family.progress(batch, self.pos.step - 1)}
+        now = time.time()
+        post["tok/s"] = f"{window[1] / max(now - window[0], 1e-9):.0f}"
+        if self.c.max_minutes and not self.total_steps:
+            left = self.c.max_minutes - self.pos.minutes - (now - started) / 60
+            post["eta"] = f"{max(left, 0):.1f}m"
+        bar.set_postfix(post, refresh=False)
+        window[0], window[1] = now, 0
+
+    # -- validation -----------------------------------------------------------------------------
+    def evaluate(self, started, recent_losses):
+        """Validate, decide whether this is the best so far, write metrics.csv and the checkpoints."""
+        began = time.time()
+        try:
+            return self._evaluate(started, recent_losses)
+        finally:
+            self.eval_seconds += time.time() - began
+
+    def _evaluate(self, started, recent_losses):
+        p = self.pos
+        m = self.family.validate(self.splits["valid"], max(self.c.batch_size, 64), self.world, p.step)
+        minutes = p.minutes + (time.time() - started) / 60
+        improved = self.improved(m["score"])
+        size = len(self.splits["train"])
+        train_loss = sum(recent_losses) / len(recent_losses) / size if recent_losses else float("nan")
+        row = {"step": p.step, "epoch": p.epoch, "beta": m["beta"], "train_loss": round(train_loss, 4),
+               **m["columns"], "lr": p.lr, "minutes": round(minutes, 3), **m["extra"]}
+        saved_minutes, p.minutes = p.minutes, minutes
+        state = self.state()  # on every process (a collective); process 0 writes
+        p.minutes = saved_minutes
+        if self.world.main:
+            append_metrics(os.path.join(self.out_dir, METRICS), row)
+            if improved:  # best.pt: the same state without the optimizer's
+                atomic_save({k: v for k, v in state.items() if k != "optim"}, os.path.join(self.out_dir, BEST))
+            atomic_save(state, os.path.join(self.out_dir, CHECKPOINT))
+        self.checkpointed = True
+        self.last_metrics = row
+        with tqdm.external_write_mode():
+            first, *rest = self.family.report(m)
+            self.log(f"step {p.step}: {first}" + (" *" if improved else ""))
+            for line in rest:
+                self.log(line)
+        return row
+
+    def improved(self, score):
+        """Record a validation ``score``: True if it is the best so far; else count it against the
+        patience and decay the learning rate."""
+        p = self.pos
+        if score > p.best_elbo:
+            p.best_elbo, p.bad_evals = score, 0
+            return True
+        p.bad_evals += 1
+        if self.c.lr_decay != 1.0:
+            p.lr *= self.c.lr_decay
+            self.optim.set_lr(p.lr)
+        return False
+
+
+def _catch_stop_signals(flag):
+    """First Ctrl-C (or SIGTERM, which torchrun sends its workers): finish the current step,
+    save, stop. A second one stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, frame):
+        flag.append(True)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    return lambda: [signal.signal(sig, old) for sig, old in previous.items()]
