@@ -38,7 +38,7 @@ def test_store_holds_the_hand_computed_encoding(tmp_path):
 
 
 def test_one_file_is_split_90_5_5_the_same_way_each_time(tmp_path):
-    lines = [f"sentence number {i}" for i in range(100)]
+    lines = [f"w{i % 10} and w{i // 10}" for i in range(100)]  # 100 sentences, 11 words all seen in any 90
     (tmp_path / "all.txt").write_text("\n".join(lines) + "\n")
     seen = []
     for out in ("s1", "s2"):

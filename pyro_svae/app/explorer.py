@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from swagger_ui_bundle import swagger_ui_path
 
 from ..errors import SVAEError
+from ..evaluation.reconstruction import sentence_bleu
 from ..training.rundir import METRICS
 from .trained import load
 
@@ -168,7 +169,7 @@ def create_app(run, split="valid", device="auto", checkpoint="best", map_size=10
 
         (z, texts, mean, rec, kl), warnings = run_model(r.seed, work)
         return {"sentence": r.sentence, "reconstruction": rows(mean, [rec])[0], "kl": kl, "samples": rows(z, texts),
-                "warnings": warnings}
+                "bleu": sentence_bleu(r.sentence, rec), "warnings": warnings}
 
     @app.post("/api/homotopy")
     def homotopy(r: HomotopyRequest):

@@ -120,6 +120,19 @@ class TrainedVAE:
         """IW-NLL, ELBO, KL, perplexities, mutual information and active units (evaluation.evaluate)."""
         return evaluate(self.svae, self.split(split), samples, **options)
 
+    def reconstruction(self, split="test", limit=0, decode="greedy", beam=5, batch_size=64):
+        """How much of each sentence its decoded posterior mean keeps (evaluation/reconstruction.py):
+        -> {"totals": {"bleu", "token_accuracy", "content_kept", "exact", "sentences", "by_length"},
+        "sentences": [{"reconstruction", "bleu", "token_accuracy", "content_kept", "exact"}]}."""
+        from ..evaluation.reconstruction import make_search, reconstruct_ids, scores
+
+        self._need_latent()
+        data = self.split(split, limit=limit)
+        ids = [data.sentence(i) for i in range(len(data))]
+        decoded = reconstruct_ids(self.svae, ids, make_search(decode, beam), batch_size, self.max_len)
+        totals, rows = scores([self.tokenizer.decode(s) for s in ids], [self.tokenizer.decode(s) for s in decoded])
+        return {"totals": {**totals, "decode": decode}, "sentences": rows}
+
     def refine(self, split="test", steps=20, **options):
         """The amortization gap: mean ELBO before and after ``steps`` per-sentence SVI steps."""
         from ..inference.refine import refine

@@ -17,6 +17,7 @@ from ..data.tokenizers import vocab_hash
 from ..devices import forked_rng
 from ..errors import SVAEError
 from ..evaluation.metrics import validate
+from ..evaluation.reconstruction import validation_bleu
 from ..inference.kl import latent_kl
 from ..inference.schedules import parse_schedule
 from ..models.discrete import parse_tau
@@ -25,6 +26,7 @@ from .optim import make_loss
 from .rundir import BEST, model_config, restore_model
 
 COLLAPSED_KL = 0.5  # validation KL (nats per sentence) under which training warns of collapse
+VALIDATION_BLEU_SENTENCES = 100  # the first validation sentences that the metrics.csv BLEU reconstructs
 
 
 class Family(Protocol):
@@ -44,9 +46,9 @@ class Family(Protocol):
 class SentenceFamily:
     """The sentence VAE of config ``c`` (``--model lm``: its decoder alone) for the loop."""
 
-    def __init__(self, c, vocab_size, device):
-        self.c = c
-        self.module = self.svae = SentenceVAE(model_config({"train": dataclasses.asdict(c)}, vocab_size)).to(device)
+    def __init__(self, c, tokenizer, device):
+        self.c, self.tokenizer = c, tokenizer
+        self.module = self.svae = SentenceVAE(model_config({"train": dataclasses.asdict(c)}, len(tokenizer))).to(device)
         self.model, self.guide = self.svae.model, self.svae.guide
         self.discrete = self.svae.estimator or None
         self.tau = parse_tau(c.tau) if self.discrete == "concrete" else (lambda step: None)
@@ -86,6 +88,9 @@ class SentenceFamily:
         m = validate(self.svae, split, batch_size, seed=self.c.seed, iw_samples=k if k > 1 else 0, world=world)
         columns = {"val_elbo": round(m["elbo"], 4), "val_rec": round(m["rec"], 4), "val_kl": round(m["kl"], 4),
                    "val_ppl_bound": round(m["ppl_bound"], 3)}
+        if self.svae.z_dim:  # the greedy reconstructions of a fixed sample: the curve of what z keeps
+            m["bleu"] = validation_bleu(self.svae, self.tokenizer, split, VALIDATION_BLEU_SENTENCES)
+            columns["val_bleu"] = round(m["bleu"], 4)
         return {**m, "score": m["iw"] if k > 1 else m["elbo"],  # the bound trained on selects best.pt
                 "beta": round(max(self.beta(max(step - 1, 0)), BETA_FLOOR), 6), "columns": columns,
                 "extra": {"val_iw": round(m["iw"], 4)} if k > 1 else {}}
@@ -93,7 +98,8 @@ class SentenceFamily:
     def report(self, m):
         k = self.c.iw_particles
         iw = f", IW bound (K={k}) {m['iw']:.2f}" if k > 1 else ""
-        lines = [f"val ELBO {m['elbo']:.2f} (rec {m['rec']:.2f}, KL {m['kl']:.2f}), PPL <= {m['ppl_bound']:.1f}{iw}"]
+        bleu = f", BLEU {m['bleu']:.3f}" if "bleu" in m else ""
+        lines = [f"val ELBO {m['elbo']:.2f} (rec {m['rec']:.2f}, KL {m['kl']:.2f}), PPL <= {m['ppl_bound']:.1f}{iw}{bleu}"]
         if self.svae.z_dim and m["kl"] < COLLAPSED_KL and not self.warned:
             self.warned = True
             lines.append(f"warning: validation KL {m['kl']:.2f} nats per sentence: the posterior is collapsing "

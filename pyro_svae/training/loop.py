@@ -42,7 +42,7 @@ def sentence_trainer(c, out_dir, tokenizer, splits, log=print, progress=True, wo
     device = device if device is not None else resolve_device(c.device)
     pyro.clear_param_store()
     pyro.set_rng_seed(c.seed)
-    family = SentenceFamily(c, len(tokenizer), device)
+    family = SentenceFamily(c, tokenizer, device)
     return Trainer(family, c, out_dir, tokenizer, splits, log, progress, world, device)
 
 

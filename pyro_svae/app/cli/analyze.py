@@ -75,10 +75,14 @@ def clusters(run, split, input_file, top, limit, as_json, seed, device, checkpoi
 @click.option("--amp", type=click.Choice(["off", "bf16"]), default="off", show_default=True,
               help="bf16: the decoder's matrix products in bfloat16 (CUDA tensor cores, AMX CPUs); "
                    "log-softmax and latent densities stay float32.")
+@click.option("--decode", type=click.Choice(["greedy", "beam"]), default="greedy", show_default=True,
+              help="How the posterior mean of each sentence is decoded for the reconstruction metrics.")
+@click.option("--beam", type=click.IntRange(min=1), default=5, show_default=True, help="Beam width (--decode beam).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, per_sentence, seed, as_json, device,
-             checkpoint, refine, widen, amp, quiet):
-    """Score a split: IW-NLL (K samples), ELBO, reconstruction, KL, both perplexities, MI, active units.
+             checkpoint, refine, widen, amp, decode, beam, quiet):
+    """Score a split: IW-NLL (K samples), ELBO, reconstruction, KL, both perplexities, MI, active units,
+    and how much of each sentence its decoded posterior mean keeps (BLEU, token accuracy, content words).
 
     Example: python cli.py evaluate runs/ptb --split test --iw-samples 500
     """
@@ -88,9 +92,14 @@ def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, per_s
                           amp=amp, refine=refine, widen=widen)
     totals = result["totals"]
     totals["split"] = input_file or split
+    rows = result["sentences"]
+    if vae.z_dim:
+        rec = vae.reconstruction(data, decode=decode, beam=beam, batch_size=batch_size)
+        totals["reconstruction"] = rec["totals"]
+        rows = [{**row, **r} for row, r in zip(rows, rec["sentences"])]
     if per_sentence:
         with open(per_sentence, "w") as f:
-            for i, row in enumerate(result["sentences"]):
+            for i, row in enumerate(rows):
                 f.write(json.dumps({"index": i, **row}) + "\n")
     if as_json:
         click.echo(json.dumps(totals, indent=1))
@@ -107,6 +116,12 @@ def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, per_s
         mi = totals["mutual_information"]
         click.echo(f"MI       {'n/a (point estimate)' if mi is None else f'{mi:.3f} nats'}")
         click.echo(f"AU       {totals['active_units']} of {len(totals['au_variances'])} dimensions (Cov >= 0.01)")
+        r = totals["reconstruction"]
+        click.echo(f"reconstruction ({decode}): BLEU {r['bleu']:.3f}, token accuracy {r['token_accuracy']:.3f}, "
+                   f"content words kept {r['content_kept']:.3f}, exact {r['exact']:.3f}")
+        for bucket, b in r["by_length"].items():
+            click.echo(f"  length {bucket:>6}: {b['sentences']} sentences, BLEU {b['bleu']:.3f}, "
+                       f"content words kept {b['content_kept']:.3f}")
         if "clusters_in_use" in totals:
             click.echo(f"clusters {totals['clusters_in_use']:.2f} in use (exp of the entropy "
                        f"{totals['component_entropy']:.3f} of the average component posterior)")

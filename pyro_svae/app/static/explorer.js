@@ -140,7 +140,9 @@ function short(v) {
 async function loadTraining() {
   const data = await api("metrics");
   const charts = [["val_elbo", "validation ELBO"], ["val_rec", "reconstruction (nats)"], ["val_kl", "KL (nats)"],
-                  ["beta", "KL weight beta"], ["lr", "learning rate"], ["train_loss", "training loss"]];
+                  ["val_bleu", "reconstruction BLEU (validation sample)"], ["beta", "KL weight beta"],
+                  ["lr", "learning rate"], ["train_loss", "training loss"]]
+    .filter(([key]) => data.rows.length === 0 || key in data.rows[0]);  // runs before val_bleu lack it
   $("charts").replaceChildren(...charts.map(([key, title]) => chart(data.rows, key, title)));
   $("config").replaceChildren(...Object.entries(data.config).map(([k, v]) => {
     const tr = document.createElement("tr");
@@ -176,7 +178,8 @@ async function start() {
     const data = await api("posterior", { sentence: $("sentence").value, n: Number($("posterior-n").value),
                                           ...decoding(form) });
     $("posterior-summary").textContent =
-      `reconstruction (posterior mean): ${data.reconstruction.text}   ·   KL(q ‖ p) = ${data.kl.toFixed(2)} nats`;
+      `reconstruction (posterior mean): ${data.reconstruction.text}   ·   BLEU ${data.bleu.toFixed(2)}   ·   ` +
+      `KL(q ‖ p) = ${data.kl.toFixed(2)} nats`;
     fillList($("posterior-out"), data.samples.map((r) => r.text));
   }));
   $("sample-form").addEventListener("submit", run(async () => {

@@ -1,0 +1,52 @@
+"""Each bench/ script runs to its end on a tiny corpus with a tiny budget (as Pyro's test_examples.py
+runs its examples), so that a change to the package cannot silently break a benchmark."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import quiet, write_corpus
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def ptb_like(tmp_path_factory):
+    """A toy corpus named as PTB's files are, and its token store."""
+    from pyro_svae import StoreOptions, prepare_store
+
+    root = tmp_path_factory.mktemp("bench")
+    data = write_corpus(root / "ptb", n_train=200, n_valid=20, n_test=20, prefix="ptb.")
+    prepare_store(str(data), str(root / "store"), StoreOptions(), log=quiet, progress=False)
+    return root
+
+
+SCRIPTS = {
+    "overlap.py": lambda root, run: [run, "--limit", "5", "--beam", "2"],
+    "ptb.py": lambda root, run: ["--data", f"{root}/ptb", "--out", f"{root}/runs-ptb", "--epochs", "1",
+                                 "--iw-samples", "2", "--chunk", "2", "--amp", "off", "--device", "cpu"],
+    "scale.py": lambda root, run: ["--ptb", f"{root}/ptb", "--work", f"{root}/scale", "--sizes", "1",
+                                   "--train-sizes", "1", "--steps", "2", "--processes", "1"],
+    "speed.py": lambda root, run: ["--data", f"{root}/ptb", "--vocab-size", "50", "--emb-dim", "8", "--hidden", "8",
+                                   "--z-dim", "2", "--length", "6", "--steps", "2", "--rounds", "1",
+                                   "--iw-samples", "2", "--iw-chunk", "2", "--device", "cpu", "--threads", "1"],
+    "steps.py": lambda root, run: ["--data", f"{root}/store", "--steps", "2", "--k", "2"],
+    "templates.py": lambda root, run: ["--seeds", "0", "--out", f"{root}/templates", "--option", "max_steps=10",
+                                       "--option", "eval_every=10"],
+}
+
+
+def test_every_bench_script_is_smoke_tested():
+    assert sorted(SCRIPTS) == sorted(f for f in os.listdir(os.path.join(ROOT, "bench")) if f.endswith(".py"))
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_bench_script_runs_with_a_tiny_budget(script, ptb_like, trained_run):
+    args = SCRIPTS[script](ptb_like, trained_run)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", script), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip(), "printed no result"
