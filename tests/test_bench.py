@@ -19,6 +19,7 @@ def ptb_like(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("bench")
     data = write_corpus(root / "ptb", n_train=200, n_valid=20, n_test=20, prefix="ptb.")
+    write_corpus(root / "plain", n_train=100, n_valid=20, n_test=20)
     prepare_store(str(data), str(root / "store"), StoreOptions(), log=quiet, progress=False)
     return root
 
@@ -27,6 +28,8 @@ SCRIPTS = {
     "overlap.py": lambda root, run: [run, "--limit", "5", "--beam", "2"],
     "ptb.py": lambda root, run: ["--data", f"{root}/ptb", "--out", f"{root}/runs-ptb", "--epochs", "1",
                                  "--iw-samples", "2", "--chunk", "2", "--amp", "off", "--device", "cpu"],
+    "recipes.py": lambda root, run: ["--corpus-dir", f"{root}/plain", "--recipes", "default,ae,lm", "--minutes", "0",
+                                     "--steps", "4", "--iw-samples", "2", "--limit", "5", "--work", f"{root}/recipes"],
     "scale.py": lambda root, run: ["--ptb", f"{root}/ptb", "--work", f"{root}/scale", "--sizes", "1",
                                    "--train-sizes", "1", "--steps", "2", "--processes", "1"],
     "speed.py": lambda root, run: ["--data", f"{root}/ptb", "--vocab-size", "50", "--emb-dim", "8", "--hidden", "8",
