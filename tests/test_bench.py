@@ -53,3 +53,13 @@ def test_bench_script_runs_with_a_tiny_budget(script, ptb_like, trained_run):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip(), "printed no result"
+
+
+def test_the_minimal_example_trains_and_reconstructs(ptb_like):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "minimal.py"), "--data", f"{ptb_like}/plain",
+                           "--steps", "60", "--warmup", "20"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("step 50: loss per sentence") and "validation ELBO per sentence" in lines[-4]
+    assert len(lines[-1].split("\t->\t")) == 2  # a sentence and its reconstruction

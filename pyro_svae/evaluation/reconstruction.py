@@ -45,12 +45,13 @@ def corpus_bleu(references, hypotheses):
     """Corpus BLEU-4 in [0, 1] (sacrebleu, no retokenization)."""
     if not references:
         return float("nan")
-    return BLEU(tokenize="none").corpus_score(list(hypotheses), [list(references)]).score / 100
+    # force: the tokens are the run's own (PTB-style, "." split off), to be scored as they are
+    return BLEU(tokenize="none", force=True).corpus_score(list(hypotheses), [list(references)]).score / 100
 
 
 def sentence_bleu(reference, hypothesis):
     """BLEU-4 of one sentence in [0, 1] (sacrebleu, effective order for short sentences)."""
-    return BLEU(tokenize="none", effective_order=True).sentence_score(hypothesis, [reference]).score / 100
+    return BLEU(tokenize="none", effective_order=True, force=True).sentence_score(hypothesis, [reference]).score / 100
 
 
 def scores(references, hypotheses):
