@@ -3,8 +3,8 @@ decoded posterior mean (beam search), over the first sentences of a split.
 
     python bench/overlap.py RUN [--split valid] [--limit 300] [--beam 5]
 
-Content words: tokens with a letter that are neither <unk>, N nor in a short list of function
-words. Prints the mean fraction kept, the fraction of sentences keeping more than half, and the
+Content words are evaluation.reconstruction's (tokens with a letter that are neither <unk>, N
+nor a function word). Prints the mean fraction kept, the fraction of sentences keeping more than half, and the
 quick start's two sentences with their reconstructions.
 """
 
@@ -17,17 +17,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import pyro  # noqa: E402
 
 from pyro_svae import load  # noqa: E402
+from pyro_svae.evaluation.reconstruction import content_kept  # noqa: E402
 
-FUNCTION_WORDS = set("""a an the of to in on at by for with from and or but is are was were be been being it its 's
-he she they we i you his her their our my your this that these those as not n't do does did have has had will would
-can could should may might said says say than then there here which who whom what when where why how all any some
-no more most other such only own same so too very just also about into over after before up down out""".split())
 EXAMPLES = ["the company said it would n't comment on the report", "i do n't think it 's a good idea"]
-
-
-def content_words(sentence):
-    return [w for w in sentence.split()
-            if w not in FUNCTION_WORDS and w not in ("<unk>", "N") and any(c.isalpha() for c in w)]
 
 
 def main():
@@ -45,10 +37,9 @@ def main():
     for start in range(0, len(texts), 50):
         chunk = texts[start : start + 50]
         for text, rec in zip(chunk, vae.reconstruct(chunk, strategy="beam", beam=args.beam)[1]):
-            words = content_words(text)
-            if words:
-                decoded = set(rec.split())
-                kept.append(sum(w in decoded for w in words) / len(words))
+            fraction = content_kept(text, rec)
+            if fraction is not None:
+                kept.append(fraction)
     print(f"{args.run}: {len(kept)} sentences with content words; mean fraction kept {sum(kept) / len(kept):.3f}; "
           f"sentences keeping more than half {sum(k > 0.5 for k in kept) / len(kept):.3f}")
     for sentence, rec in zip(EXAMPLES, vae.reconstruct(EXAMPLES, strategy="beam", beam=args.beam)[1]):

@@ -22,7 +22,7 @@ def modules():
 
 def imported(module, path):
     """The top-level parts of pyro_svae that ``module`` imports (relative or absolute)."""
-    package = module.split(".")[:-1] if not module.endswith("__init__") else module.split(".")[:-1]
+    package = module.split(".")[:-1]  # a package's __init__ too: "models.__init__" -> ["models"]
     for node in ast.walk(ast.parse(open(path).read())):
         if isinstance(node, ast.ImportFrom):
             if node.level:

@@ -7,37 +7,17 @@ Decoding is the Pyro model conditioned on z (``poutine.condition``), with the se
 ``strategy``: greedy, sample (temperature, top_k) or beam (beam, length_penalty). Random draws
 come from Pyro's global RNG: seed it with ``pyro.set_rng_seed``."""
 
-import math
 import sys
 
 import torch
-from pyro import poutine
 
 from ..data.corpus import EncodedSplit, encode_sentences, make_batch, read_sentences
-from ..models.decoding import Beam, Greedy, Sampling
+from ..models.decoding import Beam, Greedy, Sampling, make_strategy
 from ..devices import resolve_device
 from ..errors import SVAEError
 from ..evaluation.latent_map import latent_map
 from ..evaluation.metrics import evaluate
 from ..training.rundir import load_corpus, load_run
-
-
-def make_strategy(strategy="greedy", beam=5, temperature=1.0, top_k=0, length_penalty=1.0):
-    if strategy == "greedy":
-        return Greedy()
-    if strategy == "sample":
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise SVAEError(f"--temperature {temperature}: must be a positive number")
-        if top_k < 0:
-            raise SVAEError(f"--top-k {top_k}: must be >= 0 (0: all words)")
-        return Sampling(temperature, top_k)
-    if strategy == "beam":
-        if beam < 1:
-            raise SVAEError(f"--beam {beam}: must be at least 1")
-        if not math.isfinite(length_penalty):
-            raise SVAEError(f"--length-penalty {length_penalty}: must be a finite number")
-        return Beam(beam, length_penalty)
-    raise SVAEError(f"unknown decoding {strategy!r}; use greedy, sample or beam")
 
 
 class TrainedVAE:
@@ -91,10 +71,7 @@ class TrainedVAE:
         """The model, conditioned on z or drawing it from the prior -> (z or None, tokens)."""
         if not isinstance(strategy, (Greedy, Sampling, Beam)):
             strategy = make_strategy(strategy, **search)
-        model = self.svae.model if z is None else poutine.condition(self.svae.model, data=self.svae.prior.split(z))
-        n = n if z is None else z.shape[0]
-        trace = poutine.trace(model).get_trace(n=n, strategy=strategy, max_len=max_len or self.max_len)
-        return self.svae.latent_value(trace) if self.z_dim > 0 else None, trace.nodes["x"]["value"]
+        return self.svae.decode(z, n, strategy, max_len or self.max_len)
 
     def split(self, name="test", input_file=None, limit=0):
         """An evaluation split: one of the run's (train/valid/test), or a text file encoded with
@@ -124,12 +101,12 @@ class TrainedVAE:
         """How much of each sentence its decoded posterior mean keeps (evaluation/reconstruction.py):
         -> {"totals": {"bleu", "token_accuracy", "content_kept", "exact", "sentences", "by_length"},
         "sentences": [{"reconstruction", "bleu", "token_accuracy", "content_kept", "exact"}]}."""
-        from ..evaluation.reconstruction import make_search, reconstruct_ids, scores
+        from ..evaluation.reconstruction import reconstruct_ids, scores
 
         self._need_latent()
         data = self.split(split, limit=limit)
         ids = [data.sentence(i) for i in range(len(data))]
-        decoded = reconstruct_ids(self.svae, ids, make_search(decode, beam), batch_size, self.max_len)
+        decoded = reconstruct_ids(self.svae, ids, make_strategy(decode, beam=beam), batch_size, self.max_len)
         totals, rows = scores([self.tokenizer.decode(s) for s in ids], [self.tokenizer.decode(s) for s in decoded])
         return {"totals": {**totals, "decode": decode}, "sentences": rows}
 

@@ -10,7 +10,7 @@ from sacrebleu.metrics import BLEU
 from ..data.corpus import make_batch
 from ..data.tokenizers import BOS, EOS, PAD
 from ..devices import forked_rng
-from ..models.decoding import Beam, Greedy
+from ..models.decoding import Greedy
 
 FUNCTION_WORDS = set("""a an the of to in on at by for with from and or but is are was were be been being it its 's
 he she they we i you his her their our my your this that these those as not n't do does did have has had will would
@@ -83,8 +83,6 @@ def _summary(references, hypotheses, rows):
 def reconstruct_ids(svae, sentences, strategy=None, batch_size=64, max_len=None):
     """Decode the posterior mean of each sentence (token-id lists). -> token-id lists, the global
     RNG left as it was (validation calls this between training steps)."""
-    from pyro import poutine
-
     strategy = strategy or Greedy()
     was_training = svae.training
     svae.eval()
@@ -94,9 +92,8 @@ def reconstruct_ids(svae, sentences, strategy=None, batch_size=64, max_len=None)
             chunk = sentences[start:start + batch_size]
             z = svae.posterior_mean(make_batch(chunk).to(svae.device))
             limit = max_len or (max(len(s) for s in chunk) + 10)
-            trace = poutine.trace(poutine.condition(svae.model, data=svae.prior.split(z))).get_trace(
-                n=len(z), strategy=strategy, max_len=limit)
-            out += [[t for t in row if t not in (PAD, BOS, EOS)] for row in trace.nodes["x"]["value"].tolist()]
+            _, tokens = svae.decode(z, strategy=strategy, max_len=limit)
+            out += [[t for t in row if t not in (PAD, BOS, EOS)] for row in tokens.tolist()]
     svae.train(was_training)
     return out
 
@@ -107,7 +104,3 @@ def validation_bleu(svae, tokenizer, split, n=100):
     sentences = [split.sentence(i) for i in range(min(n, len(split)))]
     decoded = reconstruct_ids(svae, sentences, Greedy())
     return corpus_bleu([tokenizer.decode(s) for s in sentences], [tokenizer.decode(s) for s in decoded])
-
-
-def make_search(decode="greedy", beam=5):
-    return Beam(beam, 1.0) if decode == "beam" else Greedy()

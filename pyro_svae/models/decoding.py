@@ -5,11 +5,13 @@ step for the whole batch, and returns tokens [B, L] (w1..wn </s> then <pad>; a s
 never emits </s> is cut at ``max_len``)."""
 
 import dataclasses
+import math
 
 import torch
 import torch.nn.functional as F
 
 from ..data.tokenizers import BOS, EOS, PAD
+from ..errors import SVAEError
 
 
 def _forbid_specials(logits):
@@ -126,3 +128,22 @@ def prefix_start(decoder, z, prefixes):
     if inputs.shape[1] > 1:
         _, state = decoder(inputs[:, :-1], z, state)
     return state, inputs[:, -1]
+
+
+def make_strategy(strategy="greedy", beam=5, temperature=1.0, top_k=0, length_penalty=1.0):
+    """The search named ``strategy`` with its options checked (a one-line SVAEError for a bad one)."""
+    if strategy == "greedy":
+        return Greedy()
+    if strategy == "sample":
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise SVAEError(f"--temperature {temperature}: must be a positive number")
+        if top_k < 0:
+            raise SVAEError(f"--top-k {top_k}: must be >= 0 (0: all words)")
+        return Sampling(temperature, top_k)
+    if strategy == "beam":
+        if beam < 1:
+            raise SVAEError(f"--beam {beam}: must be at least 1")
+        if not math.isfinite(length_penalty):
+            raise SVAEError(f"--length-penalty {length_penalty}: must be a finite number")
+        return Beam(beam, length_penalty)
+    raise SVAEError(f"unknown decoding {strategy!r}; use greedy, sample or beam")

@@ -228,6 +228,14 @@ class SentenceVAE(nn.Module):
         trace = poutine.trace(self.guide).get_trace(repeated)
         return self.latent_value(trace).view(batch.size, k, -1), self.latent_log_prob(trace).view(batch.size, k)
 
+    def decode(self, z=None, n=None, strategy=None, max_len=50):
+        """The model conditioned on z [N, Z] (or drawing n codes from the prior when z is None), its
+        x decoded by ``strategy``. -> (z or None for the LM, tokens [N, L])."""
+        model = self.model if z is None else poutine.condition(self.model, data=self.prior.split(z))
+        n = n if z is None else z.shape[0]
+        trace = poutine.trace(model).get_trace(n=n, strategy=strategy, max_len=max_len)
+        return self.latent_value(trace) if self.z_dim > 0 else None, trace.nodes["x"]["value"]
+
     def posterior_mean(self, batch, samples=64):
         """E_q[z] per sentence [B, Z]: exact where the family has a mean, else over ``samples`` draws."""
         if isinstance(self.posterior, SingleSite):

@@ -88,7 +88,7 @@ class SentenceFamily:
         m = validate(self.svae, split, batch_size, seed=self.c.seed, iw_samples=k if k > 1 else 0, world=world)
         columns = {"val_elbo": round(m["elbo"], 4), "val_rec": round(m["rec"], 4), "val_kl": round(m["kl"], 4),
                    "val_ppl_bound": round(m["ppl_bound"], 3)}
-        if self.svae.z_dim:  # the greedy reconstructions of a fixed sample: the curve of what z keeps
+        if self.svae.z_dim and (world is None or world.main):  # greedy reconstructions of a fixed sample
             m["bleu"] = validation_bleu(self.svae, self.tokenizer, split, VALIDATION_BLEU_SENTENCES)
             columns["val_bleu"] = round(m["bleu"], 4)
         return {**m, "score": m["iw"] if k > 1 else m["elbo"],  # the bound trained on selects best.pt
