@@ -26,8 +26,8 @@ SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 RECIPES = {
     "default": ("default", {}, "best"),
     # the same networks with the KL weight ~0 and no floor: the channel's limit at this data and budget,
-    # its checkpoint the last (its validation ELBO, at beta = 1, does not select for reconstruction)
-    "ae": ("default", dict(kl_schedule="constant:0.0001", free_bits=0.0, patience=0), "last"),
+    # its checkpoint (and early stop) chosen by validation reconstruction BLEU, not by the ELBO at beta = 1
+    "ae": ("default", dict(kl_schedule="constant:0.0001", free_bits=0.0, select="bleu"), "best"),
     "lm": ("default", dict(model="lm"), "best"),
     "bowman2015": ("bowman2015", {}, "best"),
     "li2019": ("default", dict(pretrain_steps=1000), "best"),

@@ -94,3 +94,28 @@ def test_the_explorer_posterior_carries_the_reconstruction_bleu(trained_run):
     body = client.post("/api/posterior", json={"sentence": sentence, "n": 2}).json()
     assert body["bleu"] == pytest.approx(sentence_bleu(sentence, body["reconstruction"]["text"]))
     assert os.path.isfile(os.path.join(trained_run, "metrics.csv"))
+
+
+@pytest.mark.parametrize("select", ["elbo", "bleu"])
+def test_select_picks_best_checkpoint_and_patience_by_that_score(corpus, tmp_path, monkeypatch, select):
+    import csv
+
+    import torch
+
+    from pyro_svae import train
+    from pyro_svae.training import family
+
+    from conftest import quiet, tiny_config
+
+    scores = iter([0.1, 0.5, 0.2, 0.3, 0.4, 0.05])  # best at the 2nd validation, then 4 worse ones
+    monkeypatch.setattr(family, "validation_bleu", lambda *a: next(scores))
+    out = tmp_path / "run"
+    summary = train(tiny_config(corpus, max_steps=60, eval_every=10, lr=3e-3, patience=3, select=select), str(out),
+                    log=quiet, progress=False)
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    best = torch.load(out / "best.pt", weights_only=True)["position"]["step"]
+    column = "val_bleu" if select == "bleu" else "val_elbo"
+    values = [float(r[column]) for r in rows]
+    assert best == int(rows[values.index(max(values))]["step"])
+    if select == "bleu":  # three validations after the best one, none better: patience stops the run
+        assert best == 20 and summary["step"] == 50 and summary["stopped"] == "early stopping"

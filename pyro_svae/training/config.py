@@ -117,7 +117,11 @@ OPTIONS = [
     Option('max_steps', 0, 'Stop after this many steps in all (0: no limit).', check=AT_LEAST_0, resumable=True),
     Option('max_minutes', 0.0, 'Stop after this many minutes of training in all (0: no limit).', check=NO_LIMIT_AT_0, resumable=True),
     Option('eval_every', 500, 'Validate and checkpoint every N steps.', check=AT_LEAST_1, resumable=True),
-    Option('patience', 4, 'Stop after N validations without a better ELBO (0: never).', check=AT_LEAST_0, resumable=True),
+    Option('patience', 4, 'Stop after N validations without a better score (see --select; 0: never).', check=AT_LEAST_0,
+           resumable=True),
+    Option('select', 'elbo', "The validation score that picks best.pt and counts against --patience: elbo (the bound "
+           "trained on) or bleu (the greedy reconstruction BLEU of the fixed validation sample: an autoencoder's).",
+           choices=('elbo', 'bleu')),
     Option('seed', 0, 'Random seed (batches, initialization, sampling).', check=SEED),
     Option('device', 'auto', 'auto, cpu, cuda or cuda:N.', resumable=True),
     Option('amp', 'off', 'bf16: mixed precision (autocast) for the training step: CUDA tensor cores, or AMX on recent '
@@ -171,6 +175,8 @@ def check_config(c):
             raise SVAEError("--iw-particles > 1 is for a VAE (the LM's likelihood is exact)")
         if c.bow > 0:
             raise SVAEError("--bow predicts words from z: it is for a VAE, not --model lm")
+        if c.select == "bleu":
+            raise SVAEError("--select bleu scores reconstructions: it is for a VAE, not --model lm")
     else:
         _check_latent(c)
     parse_schedule(c.kl_schedule, c.max_steps or c.max_epochs or None)

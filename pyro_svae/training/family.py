@@ -88,10 +88,12 @@ class SentenceFamily:
         m = validate(self.svae, split, batch_size, seed=self.c.seed, iw_samples=k if k > 1 else 0, world=world)
         columns = {"val_elbo": round(m["elbo"], 4), "val_rec": round(m["rec"], 4), "val_kl": round(m["kl"], 4),
                    "val_ppl_bound": round(m["ppl_bound"], 3)}
-        if self.svae.z_dim and (world is None or world.main):  # greedy reconstructions of a fixed sample
+        select_bleu = self.c.select == "bleu"  # then every process scores it (patience stops them all)
+        if self.svae.z_dim and (world is None or world.main or select_bleu):  # greedy, a fixed sample
             m["bleu"] = validation_bleu(self.svae, self.tokenizer, split, VALIDATION_BLEU_SENTENCES)
             columns["val_bleu"] = round(m["bleu"], 4)
-        return {**m, "score": m["iw"] if k > 1 else m["elbo"],  # the bound trained on selects best.pt
+        score = m["bleu"] if select_bleu else m["iw"] if k > 1 else m["elbo"]  # the bound trained on, or BLEU
+        return {**m, "score": score,
                 "beta": round(max(self.beta(max(step - 1, 0)), BETA_FLOOR), 6), "columns": columns,
                 "extra": {"val_iw": round(m["iw"], 4)} if k > 1 else {}}
 

@@ -30,7 +30,7 @@ class Position:
     step: int = 0
     epoch: int = 0
     batch: int = 0  # within the epoch's order
-    best_elbo: float = -math.inf  # the best validation score (the bound trained on)
+    best_elbo: float = -math.inf  # the best validation score (--select: the bound trained on, or BLEU)
     bad_evals: int = 0  # validations since the best
     minutes: float = 0.0  # of training in all, at the last checkpoint
     lr: float = 0.0
@@ -202,7 +202,7 @@ class Trainer:
         if p.step != last_eval or not self.checkpointed:
             self.evaluate(started, losses[last_eval - p.step:] if p.step > last_eval else [])
         return {"run": self.out_dir, "stopped": reason, "step": p.step, "epoch": p.epoch,
-                "best_elbo": p.best_elbo, "losses": losses, "last": self.last_metrics,
+                "best_elbo": p.best_elbo, "selected_by": self.c.select, "losses": losses, "last": self.last_metrics,
                 "tokens": int(self.tokens), "train_seconds": train_seconds, "processes": world.size}
 
     def _show(self, bar, batch, loss, window, started):
