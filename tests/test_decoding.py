@@ -136,3 +136,19 @@ def test_cli_repeats_with_a_seed(trained_run, run_cli):
 def test_unknown_words_warn(trained_run, run_cli):
     code, out, err = run_cli("reconstruct", trained_run, "the zebra sat .")
     assert code == 0 and "zebra" in err and "<unk>" in err
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "sample", "beam"])
+def test_no_unk_never_emits_unk_and_otherwise_changes_nothing(strategy):
+    from pyro_svae.data.tokenizers import UNK
+    from pyro_svae.models.decoding import make_strategy
+
+    torch.manual_seed(0)
+    svae = SentenceVAE(ModelConfig(vocab_size=12, emb_dim=8, hidden=8, z_dim=3))
+    with torch.no_grad():  # <unk> the likeliest word at every step
+        svae.decoder.out.bias[UNK] = 50.0
+    z = torch.randn(6, 3)
+    allowed = make_strategy(strategy, beam=3)(svae.decoder, z, 5, 6)
+    banned = make_strategy(strategy, beam=3, unk=False)(svae.decoder, z, 5, 6)
+    assert (allowed == UNK).all() and banned.shape == (6, 5)
+    assert not (banned == UNK).any() and (banned != PAD).any()

@@ -34,12 +34,14 @@ class Decoding(BaseModel):
     beam: int = 5
     temperature: float = 1.0
     top_k: int = 0
+    unk: bool = True  # the page sends its checkbox (off by default: the explorer is for reading)
     seed: int = 0
 
     def options(self):
         """The decoding keywords of TrainedVAE, after the request limits."""
         _limit("beam", self.beam, LIMITS["beam"])
-        return {"strategy": self.strategy, "beam": self.beam, "temperature": self.temperature, "top_k": self.top_k}
+        return {"strategy": self.strategy, "beam": self.beam, "temperature": self.temperature, "top_k": self.top_k,
+                "unk": self.unk}
 
 
 class SampleRequest(Decoding):

@@ -2,7 +2,8 @@
 
 Each search takes the decoder, z [B, Z] and a maximum length, runs one decoder step per time
 step for the whole batch, and returns tokens [B, L] (w1..wn </s> then <pad>; a sentence that
-never emits </s> is cut at ``max_len``)."""
+never emits </s> is cut at ``max_len``). With ``unk=False`` a search never emits <unk> (for display:
+the likeliest real word takes its place)."""
 
 import dataclasses
 import math
@@ -10,17 +11,19 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..data.tokenizers import BOS, EOS, PAD
+from ..data.tokenizers import BOS, EOS, PAD, UNK
 from ..errors import SVAEError
 
 
-def _forbid_specials(logits):
+def _forbid_specials(logits, unk=True):
     logits[..., PAD] = -float("inf")
     logits[..., BOS] = -float("inf")
+    if not unk:
+        logits[..., UNK] = -float("inf")
     return logits
 
 
-def _run(decoder, z, max_len, pick, batch_size):
+def _run(decoder, z, max_len, pick, batch_size, unk=True):
     state = decoder.initial_state(z) if z is not None else None
     device = decoder.out.weight.device
     tokens = torch.full((batch_size,), BOS, dtype=torch.long, device=device)
@@ -28,7 +31,7 @@ def _run(decoder, z, max_len, pick, batch_size):
     out = []
     for _ in range(max_len):
         logits, state = decoder.step(tokens, z, state)
-        tokens = pick(_forbid_specials(logits.float())).masked_fill(done, PAD)
+        tokens = pick(_forbid_specials(logits.float(), unk)).masked_fill(done, PAD)
         out.append(tokens)
         done = done | (tokens == EOS)
         if bool(done.all()):
@@ -38,14 +41,17 @@ def _run(decoder, z, max_len, pick, batch_size):
 
 @dataclasses.dataclass
 class Greedy:
+    unk: bool = True
+
     def __call__(self, decoder, z, max_len, batch_size):
-        return _run(decoder, z, max_len, lambda logits: logits.argmax(-1), batch_size)
+        return _run(decoder, z, max_len, lambda logits: logits.argmax(-1), batch_size, self.unk)
 
 
 @dataclasses.dataclass
 class Sampling:
     temperature: float = 1.0
     top_k: int = 0  # 0: the whole vocabulary
+    unk: bool = True
 
     def __call__(self, decoder, z, max_len, batch_size):
         def pick(logits):
@@ -55,7 +61,7 @@ class Sampling:
                 logits = logits.masked_fill(logits < kth, -float("inf"))
             return torch.distributions.Categorical(logits=logits).sample()
 
-        return _run(decoder, z, max_len, pick, batch_size)
+        return _run(decoder, z, max_len, pick, batch_size, self.unk)
 
 
 @dataclasses.dataclass
@@ -64,12 +70,13 @@ class Beam:
 
     width: int = 5
     length_penalty: float = 1.0
+    unk: bool = True
 
     def __call__(self, decoder, z, max_len, batch_size):
-        return beam_search(decoder, z, max_len, batch_size, self.width, self.length_penalty)[0]
+        return beam_search(decoder, z, max_len, batch_size, self.width, self.length_penalty, unk=self.unk)[0]
 
 
-def beam_search(decoder, z, max_len, batch_size, width, length_penalty=1.0, start=None, allow_eos=True):
+def beam_search(decoder, z, max_len, batch_size, width, length_penalty=1.0, start=None, allow_eos=True, unk=True):
     """-> best tokens [B, L] and their total log-probabilities [B].
 
     start: optional (state, tokens [B]) to continue from, e.g. after a forced prefix (see
@@ -91,7 +98,7 @@ def beam_search(decoder, z, max_len, batch_size, width, length_penalty=1.0, star
     history = torch.zeros(B, W, 0, dtype=torch.long, device=device)
     for t in range(max_len):
         logits, state = decoder.step(tokens, zz, state)
-        logits = _forbid_specials(logits.float())
+        logits = _forbid_specials(logits.float(), unk)
         if not allow_eos:
             logits[..., EOS] = -float("inf")
         logp = F.log_softmax(logits, dim=-1).view(B, W, -1)
@@ -130,20 +137,20 @@ def prefix_start(decoder, z, prefixes):
     return state, inputs[:, -1]
 
 
-def make_strategy(strategy="greedy", beam=5, temperature=1.0, top_k=0, length_penalty=1.0):
+def make_strategy(strategy="greedy", beam=5, temperature=1.0, top_k=0, length_penalty=1.0, unk=True):
     """The search named ``strategy`` with its options checked (a one-line SVAEError for a bad one)."""
     if strategy == "greedy":
-        return Greedy()
+        return Greedy(unk)
     if strategy == "sample":
         if not (math.isfinite(temperature) and temperature > 0):
             raise SVAEError(f"--temperature {temperature}: must be a positive number")
         if top_k < 0:
             raise SVAEError(f"--top-k {top_k}: must be >= 0 (0: all words)")
-        return Sampling(temperature, top_k)
+        return Sampling(temperature, top_k, unk)
     if strategy == "beam":
         if beam < 1:
             raise SVAEError(f"--beam {beam}: must be at least 1")
         if not math.isfinite(length_penalty):
             raise SVAEError(f"--length-penalty {length_penalty}: must be a finite number")
-        return Beam(beam, length_penalty)
+        return Beam(beam, length_penalty, unk)
     raise SVAEError(f"unknown decoding {strategy!r}; use greedy, sample or beam")

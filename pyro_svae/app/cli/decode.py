@@ -9,7 +9,7 @@ from .options import _emit, _explorer, _read_sentences, _rows, _search, decoding
 @click.argument("run", type=click.Path())
 @click.option("-n", "n", type=click.IntRange(min=1), default=10, show_default=True, help="How many sentences.")
 @click.option("--component", type=int, default=None, help="A mixture prior: draw z from this component only.")
-@decoding_options
+@decoding_options(unk=False)
 def sample(run, n, component, seed, device, checkpoint, as_json, **o):
     """Decode sentences from z drawn from the prior.
 
@@ -24,7 +24,7 @@ def sample(run, n, component, seed, device, checkpoint, as_json, **o):
 @click.argument("run", type=click.Path())
 @click.argument("sentences", nargs=-1)
 @click.option("--input", "input_file", type=click.Path(), help="A file of sentences, one per line.")
-@decoding_options
+@decoding_options(unk=True)
 def reconstruct(run, sentences, input_file, seed, device, checkpoint, as_json, **o):
     """Decode the posterior mean of each sentence.
 
@@ -44,7 +44,7 @@ def reconstruct(run, sentences, input_file, seed, device, checkpoint, as_json, *
 @click.argument("sentences", nargs=-1)
 @click.option("--input", "input_file", type=click.Path(), help="A file of sentences, one per line.")
 @click.option("-n", "n", type=click.IntRange(min=1), default=5, show_default=True, help="Draws per sentence.")
-@decoding_options
+@decoding_options(unk=True)
 def posterior(run, sentences, input_file, n, seed, device, checkpoint, as_json, **o):
     """Decode n draws z ~ q(z|x) for each sentence (Bowman's sampling from the posterior).
 
@@ -69,7 +69,7 @@ def posterior(run, sentences, input_file, n, seed, device, checkpoint, as_json, 
 @click.argument("sentences", nargs=-1)
 @click.option("--steps", type=click.IntRange(min=2), default=5, show_default=True, help="Points on the line, endpoints included.")
 @click.option("--from-prior", is_flag=True, help="Interpolate between two prior draws instead of two sentences.")
-@decoding_options
+@decoding_options(unk=False)
 def homotopy(run, sentences, steps, from_prior, seed, device, checkpoint, as_json, **o):
     """Decode evenly spaced points between the posterior means of two sentences.
 

@@ -1,5 +1,6 @@
 """The options that several commands share, and the helpers that print their results."""
 
+import functools
 import json
 
 import click
@@ -26,7 +27,14 @@ def train_options(f, names=None):
     return f
 
 
-def decoding_options(f):
+def decoding_options(unk):
+    """The decoding options; ``unk``: whether this command lets the search emit <unk> by default
+    (yes where the output should show what the model reads, as in reconstructions; no where it is
+    for display, as in samples)."""
+    return functools.partial(_decoding_options, unk=unk)
+
+
+def _decoding_options(f, unk):
     options = [
         click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
         click.option("--decode", "strategy", type=click.Choice(["greedy", "sample", "beam"]), default="greedy",
@@ -37,6 +45,8 @@ def decoding_options(f):
         click.option("--temperature", type=float, default=1.0, show_default=True, help="Sampling temperature."),
         click.option("--top-k", type=int, default=0, show_default=True, help="Sample from the k likeliest words (0: all)."),
         click.option("--max-len", type=int, default=None, help="Maximum tokens decoded [default: the run's --max-len + 1]."),
+        click.option("--unk/--no-unk", default=unk, show_default=True,
+                     help="Whether the decoded sentences may contain <unk> (--no-unk: the likeliest real word instead)."),
         click.option("--json", "as_json", is_flag=True, help="Print JSON (with the z of each sentence)."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
@@ -56,7 +66,7 @@ def _explorer(run, device, checkpoint, seed):
 
 
 def _search(o):
-    kw = {"strategy": o["strategy"], "max_len": o["max_len"]}
+    kw = {"strategy": o["strategy"], "max_len": o["max_len"], "unk": o["unk"]}
     if o["strategy"] == "beam":
         kw.update(beam=o["beam"], length_penalty=o["length_penalty"])
     if o["strategy"] == "sample":

@@ -42,7 +42,7 @@ function run(task) {
 function decoding(form) {
   const get = (name) => form.querySelector(`[name=${name}]`).value;
   return { strategy: get("strategy"), beam: Number(get("beam")), temperature: Number(get("temperature")),
-           top_k: Number(get("top_k")), seed: Number(get("seed")) };
+           top_k: Number(get("top_k")), unk: form.querySelector("[name=unk]").checked, seed: Number(get("seed")) };
 }
 
 function fillList(list, texts, endsBold) {
