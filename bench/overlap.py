@@ -1,7 +1,7 @@
 """How much of a sentence its reconstruction keeps: content words of the input found in the
 decoded posterior mean (beam search), over the first sentences of a split.
 
-    python bench/overlap.py RUN [--split valid] [--limit 300] [--beam 5]
+    python bench/overlap.py RUN [--split valid] [--limit 300] [--beam 5] [--max-tokens 15]
 
 Content words are evaluation.reconstruction's (tokens with a letter that are neither <unk>, N
 nor a function word). Prints the mean fraction kept, the fraction of sentences keeping more than half, and the
@@ -28,11 +28,18 @@ def main():
     p.add_argument("--split", default="valid", help="The run's split to reconstruct.")
     p.add_argument("--limit", type=int, default=300, help="Its first N sentences.")
     p.add_argument("--beam", type=int, default=5, help="Beam width of the reconstructions.")
+    p.add_argument("--max-tokens", type=int, default=0, help="Only sentences of at most N words (0: all).")
     args = p.parse_args()
     vae = load(args.run, device="cpu", warn=lambda m: None)
     pyro.set_rng_seed(0)
-    split = vae.split(args.split, limit=args.limit)
-    texts = [vae.tokenizer.decode(split.sentence(i)) for i in range(len(split))]
+    split = vae.split(args.split)
+    texts = []
+    for i in range(len(split)):
+        if len(texts) == args.limit:
+            break
+        ids = split.sentence(i)
+        if not args.max_tokens or len(ids) <= args.max_tokens:
+            texts.append(vae.tokenizer.decode(ids))
     kept = []
     for start in range(0, len(texts), 50):
         chunk = texts[start : start + 50]

@@ -13,8 +13,11 @@ valid, the last 1,000 test). --corpus-dir DIR takes any folder with train/valid/
 
 import argparse
 import csv
+import json
 import os
 import sys
+
+import pyro
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -31,7 +34,10 @@ RECIPES = {
     "lm": ("default", dict(model="lm"), "best"),
     "bowman2015": ("bowman2015", {}, "best"),
     "li2019": ("default", dict(pretrain_steps=1000), "best"),
+    "fb1": ("default", dict(free_bits=1.0), "best"),
 }
+COLUMNS = ("recipe", "steps", "nll", "rec", "kl", "bleu", "content_kept", "exact", "sample_lm_nll")
+PRIOR_SAMPLES = 200
 
 
 def corpus_folder(name, work):
@@ -61,15 +67,54 @@ def run_recipe(name, data, work, minutes, steps, iw_samples, limit):
     budget = dict(max_minutes=minutes) if minutes else dict(max_steps=steps, eval_every=max(steps // 2, 1))
     if not os.path.isfile(os.path.join(out, "best.pt")):
         train(config_from(preset, data=data, **{**options, **budget}), out, progress=False, log=lambda m: None)
+    cached = os.path.join(out, "recipe-row.json")
+    if os.path.isfile(cached):  # evaluated already (delete the file to evaluate again)
+        return json.load(open(cached))
     vae = load(out, device="cpu", which=which, warn=lambda m: None)
     test = vae.split("test", limit=limit)
     totals = vae.evaluate(test, iw_samples, progress=False)["totals"]
     metrics = list(csv.DictReader(open(os.path.join(out, "metrics.csv"))))
-    row = {"recipe": name, "steps": int(metrics[-1]["step"]), "nll": totals["nll"], "kl": totals.get("kl", 0.0)}
+    row = {"recipe": name, "steps": int(metrics[-1]["step"]), "nll": totals["nll"], "rec": totals.get("rec", totals["nll"]),
+           "kl": totals.get("kl", 0.0)}
     if vae.z_dim:
         rec = vae.reconstruction(test)["totals"]
         row.update(bleu=rec["bleu"], content_kept=rec["content_kept"], exact=rec["exact"])
+    json.dump(row, open(cached, "w"))
     return row
+
+
+def sample_quality(work, name):
+    """Mean NLL per word (nats), under the corpus's LM recipe, of PRIOR_SAMPLES sentences sampled
+    from recipe ``name``'s prior (ancestral decoding, seed 0): lower is more like the corpus."""
+    from pyro_svae.data.corpus import encode_sentences
+
+    if not os.path.isfile(os.path.join(work, "lm", "best.pt")):
+        return None
+    vae = load(os.path.join(work, name), device="cpu", warn=lambda m: None)
+    if not vae.z_dim:
+        return None
+    lm = load(os.path.join(work, "lm"), device="cpu", warn=lambda m: None)
+    pyro.set_rng_seed(0)
+    _, texts = vae.sample(PRIOR_SAMPLES, strategy="sample")
+    split, _ = encode_sentences([t for t in texts if t.strip()], lm.tokenizer)
+    totals = lm.evaluate(split, 1, progress=False)["totals"]
+    return totals["nll"] * totals["sentences"] / totals["tokens"]
+
+
+def update_results(work, row):
+    """WORK/results.csv: one row per recipe (a rerun replaces its row); -> every row."""
+    path = os.path.join(work, "results.csv")
+    rows = [r for r in csv.DictReader(open(path))] if os.path.isfile(path) else []
+    rows = [r for r in rows if r["recipe"] != row["recipe"]] + [row] if row else rows
+    for r in rows:  # the LM may come after the VAEs: score every prior whose score is missing
+        if not r.get("sample_lm_nll"):
+            r["sample_lm_nll"] = sample_quality(work, r["recipe"]) or ""
+    with open(path + ".tmp", "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(path + ".tmp", path)
+    return rows
 
 
 def main():
@@ -86,12 +131,25 @@ def main():
     work = os.path.join(args.work, os.path.basename(args.corpus_dir.rstrip("/")) if args.corpus_dir else args.corpus)
     data = args.corpus_dir or corpus_folder(args.corpus, work)
     print(f"{cpu_name()}; corpus {data}; budget {f'{args.minutes:g} minutes' if args.minutes else f'{args.steps} steps'}")
-    print("| recipe | steps | test NLL (IW) | KL | BLEU | content words kept | exact |")
-    print("|---|---|---|---|---|---|---|")
     for name in args.recipes.split(","):
-        r = run_recipe(name, data, work, args.minutes, args.steps, args.iw_samples, args.limit)
-        rec = (f"{r['bleu']:.3f} | {r['content_kept']:.3f} | {r['exact']:.3f}" if "bleu" in r else "- | - | -")
-        print(f"| {name} | {r['steps']} | {r['nll']:.2f} | {r['kl']:.2f} | {rec} |", flush=True)
+        row = run_recipe(name, data, work, args.minutes, args.steps, args.iw_samples, args.limit)
+        update_results(work, row)
+        print(f"{name}: test NLL {row['nll']:.2f}", flush=True)
+    print(f"every recipe of {work} ({work}/results.csv; prior samples scored by its lm run, nats per word):")
+    print(table(update_results(work, None)))
+
+
+def table(rows):
+    def cell(r, key, fmt):
+        return format(float(r[key]), fmt) if r.get(key) not in (None, "") else "-"
+
+    lines = ["| recipe | steps | test NLL (IW) | rec | KL | BLEU | content words kept | exact | prior samples' LM NLL/word |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['recipe']} | {r['steps']} | {cell(r, 'nll', '.2f')} | {cell(r, 'rec', '.2f')} | "
+                     f"{cell(r, 'kl', '.2f')} | {cell(r, 'bleu', '.3f')} | {cell(r, 'content_kept', '.3f')} | "
+                     f"{cell(r, 'exact', '.3f')} | {cell(r, 'sample_lm_nll', '.2f')} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,18 @@ def ptb_like(tmp_path_factory):
     return root
 
 
+def _recipes_table(root, run):
+    """A results.csv as bench/recipes.py writes it, for bench/rate_distortion.py."""
+    os.makedirs(f"{root}/rd/toy", exist_ok=True)
+    with open(f"{root}/rd/toy/results.csv", "w") as f:
+        f.write("recipe,steps,nll,rec,kl,bleu,content_kept,exact,sample_lm_nll\n"
+                "default,4,31.3,23.4,8.8,0.1,0.2,0.0,3.4\nlm,4,20.6,20.6,0.0,,,,\n")
+    return ["--work", f"{root}/rd", "--out", f"{root}/rd/plot.svg"]
+
+
 SCRIPTS = {
-    "overlap.py": lambda root, run: [run, "--limit", "5", "--beam", "2"],
+    "rate_distortion.py": _recipes_table,
+    "overlap.py": lambda root, run: [run, "--limit", "5", "--beam", "2", "--max-tokens", "6"],
     "ptb.py": lambda root, run: ["--data", f"{root}/ptb", "--out", f"{root}/runs-ptb", "--epochs", "1",
                                  "--iw-samples", "2", "--chunk", "2", "--amp", "off", "--device", "cpu"],
     "recipes.py": lambda root, run: ["--corpus-dir", f"{root}/plain", "--recipes", "default,ae,lm", "--minutes", "0",
