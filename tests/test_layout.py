@@ -7,7 +7,7 @@ import pytest
 
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyro_svae")
 # lowest first: a module may import its own layer and those before it
-LAYERS = [("errors", "devices", "checkpoint"), ("data",), ("models",), ("inference",), ("evaluation",),
+LAYERS = [("errors", "devices", "checkpoint", "progress"), ("data",), ("models",), ("inference",), ("evaluation",),
           ("training",), ("app",)]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 

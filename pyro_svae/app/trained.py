@@ -20,10 +20,14 @@ from ..evaluation.metrics import evaluate
 from ..training.rundir import load_corpus, load_run
 
 
+CHUNK = 256  # sentences decoded at once by the iter_* methods: memory stays flat in n and steps
+
+
 class TrainedVAE:
     def __init__(self, svae, tokenizer, config, warn=None, run_dir=None):
         self.svae, self.tokenizer, self.config, self.run_dir = svae, tokenizer, config, run_dir
-        self.max_len = config["train"]["max_len"] + 1
+        self.max_len = config["train"]["max_len"] + 1  # tokens decoded, </s> included
+        self.longest = config["train"]["max_len"]  # a sentence given to the run is truncated to this
         self.warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
 
     @property
@@ -46,6 +50,9 @@ class TrainedVAE:
                 raise SVAEError(f"sentence {i} has only words outside the vocabulary: {s!r}")
             if unknown:
                 self.warn(f"sentence {i}: not in the vocabulary, read as <unk>: {' '.join(unknown)}")
+            if len(t) > self.longest:
+                self.warn(f"sentence {i}: {len(t)} tokens, truncated to the run's --max-len {self.longest}")
+                t = t[: self.longest]
             ids.append(t)
         return make_batch(ids).to(self.svae.device)
 
@@ -81,7 +88,10 @@ class TrainedVAE:
             split = name
         elif input_file:
             sentences, _ = read_sentences(input_file)
-            split, _ = encode_sentences(sentences, self.tokenizer)
+            split, stats = encode_sentences(sentences, self.tokenizer, self.longest, too_long="truncate")
+            if stats.too_long:
+                self.warn(f"{input_file}: {stats.too_long} sentences over the run's --max-len {self.longest} "
+                          "tokens, truncated to it")
         else:
             splits = load_corpus(self.run_dir)
             if name not in splits or len(splits[name]) == 0:
@@ -170,6 +180,12 @@ class TrainedVAE:
         z, tokens = self._run_model(None, n=n, **decoding)
         return z, [self.tokenizer.decode(row.tolist()) for row in tokens]
 
+    def iter_sample(self, n, component=None, chunk=None, **decoding):
+        """sample() in pieces of at most ``chunk`` sentences: yields (z, texts)."""
+        chunk = chunk or CHUNK
+        for start in range(0, n, chunk):
+            yield self.sample(min(chunk, n - start), component, **decoding)
+
     def _mixture(self):
         from ..models.discrete import MixturePrior
 
@@ -206,12 +222,33 @@ class TrainedVAE:
         z = self.posterior_mean(sentences)
         return z, self.decode(z, **decoding)
 
+    def iter_reconstruct(self, sentences, chunk=None, **decoding):
+        """reconstruct() in pieces of at most ``chunk`` sentences: yields (z, texts)."""
+        chunk = chunk or CHUNK
+        for start in range(0, len(sentences), chunk):
+            yield self.reconstruct(sentences[start : start + chunk], **decoding)
+
     def posterior(self, sentences, n=5, **decoding):
         """n draws z ~ q(z|x) per sentence, each decoded. -> (z [N*n, Z], texts), grouped by sentence."""
         self._need_latent()
         with torch.inference_mode():
             z = self.svae.guide_draws(self.batch(sentences), n)[0].reshape(-1, self.z_dim)
         return z, self.decode(z, **decoding)
+
+    def iter_posterior(self, sentences, n=5, chunk=None, **decoding):
+        """posterior() in pieces of at most ``chunk`` draws: yields (sentence index [m], z, texts)."""
+        chunk = chunk or CHUNK
+        if n <= chunk:
+            group = chunk // n
+            for start in range(0, len(sentences), group):
+                part = sentences[start : start + group]
+                z, texts = self.posterior(part, n, **decoding)
+                yield [start + i // n for i in range(len(texts))], z, texts
+            return
+        for i, sentence in enumerate(sentences):
+            for start in range(0, n, chunk):
+                z, texts = self.posterior([sentence], min(chunk, n - start), **decoding)
+                yield [i] * len(texts), z, texts
 
     @torch.inference_mode()
     def kl(self, sentences):
@@ -232,6 +269,12 @@ class TrainedVAE:
     def homotopy(self, first=None, second=None, steps=5, from_prior=False, **decoding):
         """Decode ``steps`` evenly spaced points on the line between two codes, endpoints
         included: the posterior means of two sentences, or two prior draws. -> (z [steps, Z], texts)."""
+        pieces = list(self.iter_homotopy(first, second, steps, from_prior, **decoding))
+        return torch.cat([z for _, z, _ in pieces]), [text for _, _, texts in pieces for text in texts]
+
+    def iter_homotopy(self, first=None, second=None, steps=5, from_prior=False, chunk=None, **decoding):
+        """homotopy() in pieces of at most ``chunk`` points: yields (t [m], z [m, Z], texts)."""
+        chunk = chunk or CHUNK
         self._need_latent()
         if steps < 2:
             raise SVAEError("--steps must be at least 2 (the two endpoints)")
@@ -240,9 +283,10 @@ class TrainedVAE:
                 ends = self.svae.prior.sample(2, self.svae.device)
         else:
             ends = self.posterior_mean([first, second])
-        t = torch.linspace(0, 1, steps, device=ends.device).unsqueeze(1)
-        z = (1 - t) * ends[0] + t * ends[1]
-        return z, self.decode(z, **decoding)
+        for start in range(0, steps, chunk):
+            t = torch.arange(start, min(steps, start + chunk), device=ends.device).unsqueeze(1) / (steps - 1)
+            z = (1 - t) * ends[0] + t * ends[1]
+            yield t.squeeze(1).tolist(), z, self.decode(z, **decoding)
 
 
 def load(run_dir, device="auto", which="best", warn=None):

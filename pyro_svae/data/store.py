@@ -18,7 +18,7 @@ import random
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..checkpoint import TMP_PREFIX, atomic_write_bytes
 from .corpus import SPLITS, ReadStats, iter_lines, split_assignment, split_files
@@ -325,7 +325,7 @@ class _SplitWriter:
 
 
 def _bar(path, what, progress):
-    return tqdm(total=os.path.getsize(path), desc=what, unit="B", unit_scale=True, disable=not progress,
+    return progress_bar(total=os.path.getsize(path), desc=what, unit="B", unit_scale=True, disable=not progress,
                 dynamic_ncols=True, leave=False, delay=1.0)
 
 

@@ -93,7 +93,7 @@ def groups(sentences, fraction):
 def impute(sentences, vae=None, lm=None, fraction=0.2, beam=15, iterations=3, batch_size=64, progress=True):
     """Complete each sentence (token-id lists) with the VAE (ICM) and/or the LM (beam search).
     -> per sentence {"prefix", "truth", "vae", "lm"} as token-id lists (None where not run)."""
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     results = [None] * len(sentences)
     for m in (vae, lm):
@@ -102,7 +102,7 @@ def impute(sentences, vae=None, lm=None, fraction=0.2, beam=15, iterations=3, ba
     work = [(shape, idx[i : i + batch_size]) for shape, idx in groups(sentences, fraction).items()
             for i in range(0, len(idx), batch_size)]
     with frozen(vae, lm):
-        for (p_len, m_len), idx in tqdm(work, desc="impute", unit="batch", disable=not progress):
+        for (p_len, m_len), idx in progress_bar(work, desc="impute", unit="batch", disable=not progress):
             prefixes = torch.tensor([sentences[i][:p_len] for i in idx], dtype=torch.long).view(len(idx), p_len)
             out = {}
             if vae is not None:

@@ -137,7 +137,7 @@ def evaluate(svae, split, samples=500, batch_size=32, chunk=50, seed=0, progress
     widen != 1: the draws come from a diag q with its standard deviations times ``widen``.
     kl_analytic, MI and active units always describe the amortized guide. With a mixture prior,
     log p(z) is the mixture's (so NLL, ELBO and KL stay exact) and ``component_usage`` is added."""
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     from ..models.networks import frozen
     from ..inference.refine import batch_elbo, refine_summaries
@@ -154,7 +154,7 @@ def evaluate(svae, split, samples=500, batch_size=32, chunk=50, seed=0, progress
     batches = sorted_batches(split, batch_size)
     with forked_rng(svae.device), frozen(svae):
         torch.manual_seed(seed)
-        for positions in tqdm(batches, desc="evaluate", unit="batch", disable=not progress):
+        for positions in progress_bar(batches, desc="evaluate", unit="batch", disable=not progress):
             batch = gather(split, positions).to(svae.device)
             h = svae.encoder(batch.targets, batch.lengths) if svae.z_dim else None
             if refine:

@@ -54,10 +54,10 @@ def gradient_samples(model, guide, params, estimator="reparam", samples=200, *ar
         loss = Trace_ELBO()
     else:
         loss, guide = TraceGraph_ELBO(), score_function_guide(guide, baseline=estimator.endswith("baseline"))
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     out = {group: [] for group in params}
-    for _ in tqdm(range(samples), desc=estimator, disable=not progress):
+    for _ in progress_bar(range(samples), desc=estimator, disable=not progress):
         for tensors in params.values():
             for p in tensors:
                 p.grad = None
@@ -91,7 +91,7 @@ def component_gradient_samples(svae, batch, estimator="enum", samples=200, tempe
     """``samples`` one-draw estimates of the gradient of -ELBO w.r.t. q(c|x)'s parameters (a
     mixture prior trained by concrete or reinforce): -> [samples, P]. ``enum`` sums over c exactly
     (only z is drawn); ``concrete`` differentiates the relaxation at ``temperature``."""
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     from .objectives import FreeBitsELBO
 
@@ -113,7 +113,7 @@ def component_gradient_samples(svae, batch, estimator="enum", samples=200, tempe
             guide = poutine.infer_config(guide, lambda site: {"baseline": {}} if site["name"] == "c" else {})
     params = list(svae.component.logits.parameters())
     rows = []
-    for _ in tqdm(range(samples), desc=estimator, disable=not progress):
+    for _ in progress_bar(range(samples), desc=estimator, disable=not progress):
         for p in svae.parameters():
             p.grad = None
         loss.loss_and_grads(svae.model, guide, batch, **kwargs)

@@ -58,13 +58,13 @@ def refine_batch(svae, batch, steps, lr=0.05, particles=16):
 
 def refine(svae, split, steps, batch_size=64, lr=0.05, particles=16, seed=0, progress=True):
     """Mean ELBO per sentence over ``split`` before and after ``steps`` refinement steps."""
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     svae.eval()
     totals = [0.0, 0.0]
     with frozen(svae), forked_rng(svae.device):
         torch.manual_seed(seed)
-        for positions in tqdm(sorted_batches(split, batch_size), desc="refine", disable=not progress):
+        for positions in progress_bar(sorted_batches(split, batch_size), desc="refine", disable=not progress):
             before, after = refine_batch(svae, gather(split, positions).to(svae.device), steps, lr, particles)
             totals[0] += float(before.sum())
             totals[1] += float(after.sum())

@@ -18,6 +18,7 @@ from ..data.corpus import batch_order
 from ..data.tokenizers import vocab_hash
 from ..devices import check_amp, resolve_device
 from ..errors import SVAEError
+from ..progress import progress_bar
 from .distributed import World
 from .family import SentenceFamily
 from .optim import GlobalClipAdam
@@ -148,8 +149,8 @@ class Trainer:
         interrupted = []
         restore_signals = _catch_stop_signals(interrupted)
         started, losses, last_eval = time.time(), [], p.step
-        bar = tqdm(total=self.total_steps, initial=p.step, unit="step", disable=not self.progress,
-                   dynamic_ncols=True, smoothing=0.05)
+        bar = progress_bar(total=self.total_steps, initial=p.step, unit="step", disable=not self.progress,
+                           smoothing=0.05, every=max(self.c.eval_every // 5, 1))
         window = [time.time(), 0]  # tokens/s since the last display
         time_up, stop = (x > 0 for x in world.sum([self.time_up(started), bool(interrupted)], self.device))
         reason = self.stop_reason(time_up)

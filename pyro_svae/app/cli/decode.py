@@ -2,7 +2,7 @@
 
 import click
 
-from .options import _emit, _explorer, _read_sentences, _rows, _search, decoding_options
+from .options import Emitter, _explorer, _read_sentences, _rows, _search, decoding_options
 
 
 @click.command()
@@ -16,8 +16,9 @@ def sample(run, n, component, seed, device, checkpoint, as_json, **o):
     Example: python cli.py sample runs/ptb -n 5 --decode beam
     """
     vae = _explorer(run, device, checkpoint, seed)
-    z, texts = vae.sample(n, component=component, **_search(o))
-    _emit(_rows(z, texts), as_json)
+    with Emitter(as_json) as out:
+        for z, texts in vae.iter_sample(n, component=component, **_search(o)):
+            out.write(_rows(z, texts))
 
 
 @click.command()
@@ -32,11 +33,12 @@ def reconstruct(run, sentences, input_file, seed, device, checkpoint, as_json, *
     """
     sentences = _read_sentences(sentences, input_file)
     vae = _explorer(run, device, checkpoint, seed)
-    z, texts = vae.reconstruct(sentences, **_search(o))
-    rows = _rows(z, texts, input=sentences)
-    for row in rows:
-        row["label"] = row["input"]
-    _emit(rows, as_json)
+    with Emitter(as_json) as out:
+        done = 0
+        for z, texts in vae.iter_reconstruct(sentences, **_search(o)):
+            inputs = sentences[done : done + len(texts)]
+            out.write(_rows(z, texts, input=inputs, label=inputs))
+            done += len(texts)
 
 
 @click.command()
@@ -52,16 +54,18 @@ def posterior(run, sentences, input_file, n, seed, device, checkpoint, as_json, 
     """
     sentences = _read_sentences(sentences, input_file)
     vae = _explorer(run, device, checkpoint, seed)
-    z, texts = vae.posterior(sentences, n=n, **_search(o))
-    inputs = [s for s in sentences for _ in range(n)]
-    rows = _rows(z, texts, input=inputs, draw=[i % n + 1 for i in range(len(inputs))])
-    if not as_json:
-        for s_index, s in enumerate(sentences):
-            click.echo(f"INPUT: {s}")
-            for row in rows[s_index * n : (s_index + 1) * n]:
-                click.echo(f"  {row['draw']}\t{row['text']}")
-        return
-    _emit(rows, as_json)
+    with Emitter(as_json) as out:
+        current, draw = None, 0
+        for which, z, texts in vae.iter_posterior(sentences, n=n, **_search(o)):
+            rows = []
+            for i, row in zip(which, _rows(z, texts, input=[sentences[i] for i in which])):
+                if i != current:
+                    current, draw = i, 0
+                    if not as_json:
+                        click.echo(f"INPUT: {sentences[i]}")
+                draw += 1
+                rows.append({**row, "draw": draw, "label": f"  {draw}"})
+            out.write(rows)
 
 
 @click.command()
@@ -81,7 +85,7 @@ def homotopy(run, sentences, steps, from_prior, seed, device, checkpoint, as_jso
         raise click.UsageError("--from-prior takes no sentences")
     vae = _explorer(run, device, checkpoint, seed)
     first, second = sentences if sentences else (None, None)
-    z, texts = vae.homotopy(first, second, steps=steps, from_prior=from_prior, **_search(o))
-    t = [round(i / (steps - 1), 4) for i in range(steps)]
-    rows = _rows(z, texts, t=t, label=[f"{x:.2f}" for x in t])
-    _emit(rows, as_json)
+    with Emitter(as_json) as out:
+        for t, z, texts in vae.iter_homotopy(first, second, steps=steps, from_prior=from_prior, **_search(o)):
+            t = [round(x, 4) for x in t]
+            out.write(_rows(z, texts, t=t, label=[f"{x:.2f}" for x in t]))

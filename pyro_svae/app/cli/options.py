@@ -78,12 +78,32 @@ def _search(o):
 
 def _emit(rows, as_json):
     """rows: dicts with 'text' (and 'z', 'input', ...). Plain mode prints one sentence a line."""
-    if as_json:
-        click.echo(json.dumps([{k: v for k, v in r.items() if k != "label"} for r in rows], indent=1))
-        return
-    for row in rows:
-        prefix = f"{row['label']}\t" if "label" in row else ""
-        click.echo(prefix + row["text"])
+    with Emitter(as_json) as out:
+        out.write(rows)
+
+
+class Emitter:
+    """Prints rows as they come (memory flat in their number): one sentence a line, prefixed by the
+    row's 'label' if any, or one JSON array written an element at a time."""
+
+    def __init__(self, as_json):
+        self.as_json, self.count = as_json, 0
+
+    def __enter__(self):
+        return self
+
+    def write(self, rows):
+        for row in rows:
+            if self.as_json:
+                item = json.dumps({k: v for k, v in row.items() if k != "label"})
+                click.echo(("[\n " if self.count == 0 else ",\n ") + item, nl=False)
+            else:
+                click.echo((f"{row['label']}\t" if "label" in row else "") + row["text"])
+            self.count += 1
+
+    def __exit__(self, kind, value, tb):
+        if self.as_json and kind is None:
+            click.echo("\n]" if self.count else "[]")
 
 
 def _rows(z, texts, **columns):
