@@ -74,7 +74,7 @@ def test_an_overlong_sentence_is_truncated_to_max_len_everywhere(trained_run, ru
     code, out, err = run_cli("evaluate", trained_run, "--input", str(path), "--iw-samples", "2", "--json", "--quiet")
     assert code == 0, err
     assert json.loads(out)["tokens"] == longest + 1  # the truncated words and </s>
-    assert f"truncated to it" in err
+    assert "truncated to it" in err
     code, out, err = run_cli("reconstruct", trained_run, " ".join(words), "--json")
     assert code == 0 and f"120000 tokens, truncated to the run's --max-len {longest}" in err
     short = " ".join(words[:longest])

@@ -1,7 +1,6 @@
 """Bad input: a one-line error naming the problem, a non-zero exit, never a traceback."""
 
 import json
-import os
 import shutil
 
 import pytest

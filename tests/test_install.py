@@ -26,3 +26,30 @@ def test_a_non_editable_install_has_no_top_level_cli_and_its_script_runs(tmp_pat
     proc = subprocess.run([sys.executable, "-c", "import pyro_svae, sys; print(pyro_svae.__file__)"], cwd=elsewhere,
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip().startswith(str(target))  # the installed copy, not the checkout
+
+
+def test_the_installed_script_trains_samples_exports_and_loads_from_another_directory(tmp_path):
+    from conftest import write_corpus
+
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), ROOT], check=True, capture_output=True, timeout=300)
+    elsewhere = tmp_path / "elsewhere"
+    corpus = write_corpus(elsewhere / "corpus", n_train=100, n_valid=20, n_test=20)
+    env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1"}
+
+    def script(*args):
+        proc = subprocess.run([str(target / "bin" / "pyro-svae"), *args], cwd=elsewhere, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    script("train", "--data", str(corpus), "--out", "run", "--max-steps", "20", "--eval-every", "10",
+           "--emb-dim", "8", "--hidden", "8", "--z-dim", "2", "--quiet")
+    samples = script("sample", "run", "-n", "3", "--seed", "1")
+    assert len(samples.splitlines()) == 3
+    script("export", "run", "model")
+    assert script("sample", "model", "-n", "3", "--seed", "1") == samples
+    proc = subprocess.run([sys.executable, "-c", "import pyro_svae; print(pyro_svae.load('model').z_dim)"],
+                          cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "2", proc.stderr[-2000:]

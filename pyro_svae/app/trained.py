@@ -93,6 +93,10 @@ class TrainedVAE:
                 self.warn(f"{input_file}: {stats.too_long} sentences over the run's --max-len {self.longest} "
                           "tokens, truncated to it")
         else:
+            from .export import is_model_folder
+
+            if is_model_folder(self.run_dir):
+                raise SVAEError(f"{self.run_dir}: a model folder holds no corpus; give sentences (--input FILE)")
             splits = load_corpus(self.run_dir)
             if name not in splits or len(splits[name]) == 0:
                 raise SVAEError(f"{self.run_dir}: the run has no {name} split")
@@ -290,6 +294,13 @@ class TrainedVAE:
 
 
 def load(run_dir, device="auto", which="best", warn=None):
-    """Load a trained run (its best checkpoint by default) for exploration."""
-    svae, tokenizer, config = load_run(run_dir, resolve_device(device), which)
+    """Load a trained run (its best checkpoint by default), a model folder written by ``export``,
+    or a hub id of one ("user/name", with huggingface_hub installed), for exploration."""
+    from .export import is_model_folder, load_folder, resolve
+
+    run_dir = resolve(run_dir)
+    if is_model_folder(run_dir):
+        svae, tokenizer, config = load_folder(run_dir, resolve_device(device))
+    else:
+        svae, tokenizer, config = load_run(run_dir, resolve_device(device), which)
     return TrainedVAE(svae, tokenizer, config, warn, run_dir)

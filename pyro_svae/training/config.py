@@ -11,6 +11,7 @@ from ..inference.schedules import parse_schedule
 from ..models.discrete import estimator, parse_mixture, parse_tau
 from ..models.guides import guide_class, make_guide
 from ..models.vae import ModelConfig
+from .logs import BACKENDS, check_backend
 from .rundir import BEST, read_config
 
 
@@ -122,6 +123,9 @@ OPTIONS = [
     Option('select', 'elbo', "The validation score that picks best.pt and counts against --patience: elbo (the bound "
            "trained on) or bleu (the greedy reconstruction BLEU of the fixed validation sample: an autoencoder's).",
            choices=('elbo', 'bleu')),
+    Option('log', 'csv', 'Experiment log beside metrics.csv (always written): csv (that alone), tensorboard '
+           '(RUN/tensorboard) or mlflow (RUN/mlruns); each backend is an optional extra.', choices=BACKENDS,
+           resumable=True),
     Option('seed', 0, 'Random seed (batches, initialization, sampling).', check=SEED),
     Option('device', 'auto', 'auto, cpu, cuda or cuda:N.', resumable=True),
     Option('amp', 'off', 'bf16: mixed precision (autocast) for the training step: CUDA tensor cores, or AMX on recent '
@@ -164,6 +168,7 @@ def check_config(c):
             allowed, what = o.check
             if not ((not isinstance(value, float) or math.isfinite(value)) and allowed(value)):
                 raise SVAEError(f"{o.flag} {value}: must be {what}")
+    check_backend(c.log)
     for name in ("init_decoder", "init_from"):
         run = getattr(c, name)
         if run and not os.path.isfile(os.path.join(run, BEST)):

@@ -20,6 +20,7 @@ from ..evaluation.metrics import validate
 from ..evaluation.reconstruction import validation_bleu
 from ..inference.kl import latent_kl
 from ..inference.schedules import parse_schedule
+from ..models.decoding import Greedy
 from ..models.discrete import parse_tau
 from ..models.vae import BETA_FLOOR, SentenceVAE
 from .optim import make_loss
@@ -38,7 +39,8 @@ class Family(Protocol):
     def batch(self, split, positions, device): ...  # a batch with .num_tokens()
     def step_kwargs(self, step, size): ...  # keyword arguments of SVI.step besides the batch
     def before_step(self, step, optim, log): ...  # e.g. reset the decoder at the end of pretraining
-    def progress(self, batch, step): ...  # {name: value} for the progress bar
+    def progress(self, batch, step): ...  # {name: number} for the progress bar and the logs
+    def samples(self, n): ...  # a few decoded sentences for the logs' text
     def validate(self, split, batch_size, world, step): ...  # {"score", "beta", "columns", "extra"}
     def report(self, metrics): ...  # a line for the log
 
@@ -81,7 +83,19 @@ class SentenceFamily:
     def progress(self, batch, step):
         with torch.no_grad(), forked_rng(self.svae.device):
             kl = float(latent_kl(self.svae, batch).mean()) if self.svae.z_dim else 0.0
-        return {"kl": f"{kl:.2f}", "beta": f"{max(self.beta(step), BETA_FLOOR):.3f}"}
+        return {"kl": kl, "beta": max(self.beta(step), BETA_FLOOR)}
+
+    def samples(self, n=4):
+        """n sentences decoded (greedy) from z ~ p(z), on a forked RNG: the logs' text at validation."""
+        if not self.svae.z_dim:
+            return []
+        was_training = self.svae.training
+        self.svae.eval()
+        with torch.no_grad(), forked_rng(self.svae.device):
+            torch.manual_seed(self.c.seed)
+            _, tokens = self.svae.decode(None, n, Greedy(unk=False), self.c.max_len + 1)
+        self.svae.train(was_training)
+        return [self.tokenizer.decode(row.tolist()) for row in tokens]
 
     def validate(self, split, batch_size, world, step):
         k = self.c.iw_particles

@@ -19,6 +19,7 @@ from ..data.tokenizers import vocab_hash
 from ..devices import check_amp, resolve_device
 from ..errors import SVAEError
 from ..progress import progress_bar
+from .logs import make_log
 from .distributed import World
 from .family import SentenceFamily
 from .optim import GlobalClipAdam
@@ -73,6 +74,8 @@ class Trainer:
         self.last_metrics, self.checkpointed = None, False
         self.tokens, self.eval_seconds = 0, 0.0  # real tokens trained on (all processes); time validating
         self.pos = Position(lr=c.lr)
+        self.experiment_log = make_log(c.log, out_dir) if self.world.main else None
+        self.logged_config = False
 
     # -- checkpoints ------------------------------------------------------------------------
     def state(self):
@@ -179,7 +182,7 @@ class Trainer:
                     window[1] += tokens
                     self.tokens += tokens
                     bar.update(1)
-                    if self.progress and (p.step % 20 == 0 or p.step == 1):
+                    if (self.progress or self.experiment_log) and (p.step % 20 == 0 or p.step == 1):
                         self._show(bar, batch, loss / size, window, started)
                     if p.step % c.eval_every == 0:
                         self.evaluate(started, losses[last_eval - p.step:])
@@ -197,6 +200,8 @@ class Trainer:
         finally:
             restore_signals()
             bar.close()
+            if self.experiment_log:
+                self.experiment_log.close()
         train_seconds = time.time() - started - self.eval_seconds  # the steps alone
         if stop:
             reason = "interrupted"
@@ -207,9 +212,13 @@ class Trainer:
                 "tokens": int(self.tokens), "train_seconds": train_seconds, "processes": world.size}
 
     def _show(self, bar, batch, loss, window, started):
-        post = {"loss": f"{loss:.2f}", **self.family.progress(batch, self.pos.step - 1)}
+        values = {"loss": loss, **self.family.progress(batch, self.pos.step - 1)}
         now = time.time()
-        post["tok/s"] = f"{window[1] / max(now - window[0], 1e-9):.0f}"
+        values["tokens_per_s"] = window[1] / max(now - window[0], 1e-9)
+        if self.experiment_log:
+            self.experiment_log.scalars(self.pos.step, {f"train/{k}": v for k, v in {**values, "lr": self.pos.lr}.items()})
+        post = {k: f"{v:.3f}" if k == "beta" else f"{v:.2f}" for k, v in values.items() if k != "tokens_per_s"}
+        post["tok/s"] = f"{values['tokens_per_s']:.0f}"
         if self.c.max_minutes and not self.total_steps:
             left = self.c.max_minutes - self.pos.minutes - (now - started) / 60
             post["eta"] = f"{max(left, 0):.1f}m"
@@ -239,6 +248,7 @@ class Trainer:
         p.minutes = saved_minutes
         if self.world.main:
             append_metrics(os.path.join(self.out_dir, METRICS), row)
+            self._log_validation(row)
             if improved:  # best.pt: the same state without the optimizer's
                 atomic_save({k: v for k, v in state.items() if k != "optim"}, os.path.join(self.out_dir, BEST))
             atomic_save(state, os.path.join(self.out_dir, CHECKPOINT))
@@ -250,6 +260,15 @@ class Trainer:
             for line in rest:
                 self.log(line)
         return row
+
+    def _log_validation(self, row):
+        if self.experiment_log:
+            if not self.logged_config:
+                self.experiment_log.hparams(dataclasses.asdict(self.c))
+                self.logged_config = True
+            values = {f"val/{k[4:]}": v for k, v in row.items() if k.startswith("val_") and isinstance(v, (int, float))}
+            self.experiment_log.scalars(row["step"], {**values, "train/beta": row["beta"]})
+            self.experiment_log.text(row["step"], "samples", self.family.samples(4))
 
     def improved(self, score):
         """Record a validation ``score``: True if it is the best so far; else count it against the

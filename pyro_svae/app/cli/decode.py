@@ -57,15 +57,13 @@ def posterior(run, sentences, input_file, n, seed, device, checkpoint, as_json, 
     with Emitter(as_json) as out:
         current, draw = None, 0
         for which, z, texts in vae.iter_posterior(sentences, n=n, **_search(o)):
-            rows = []
             for i, row in zip(which, _rows(z, texts, input=[sentences[i] for i in which])):
                 if i != current:
                     current, draw = i, 0
                     if not as_json:
                         click.echo(f"INPUT: {sentences[i]}")
                 draw += 1
-                rows.append({**row, "draw": draw, "label": f"  {draw}"})
-            out.write(rows)
+                out.write([{**row, "draw": draw, "label": f"  {draw}"}])
 
 
 @click.command()
