@@ -30,11 +30,12 @@ RECIPES = {
     "default": ("default", {}, "best"),
     # the same networks with the KL weight ~0 and no floor: the channel's limit at this data and budget,
     # its checkpoint (and early stop) chosen by validation reconstruction BLEU, not by the ELBO at beta = 1
-    "ae": ("default", dict(kl_schedule="constant:0.0001", free_bits=0.0, select="bleu"), "best"),
+    "ae": ("autoencoder", {}, "best"),
     "lm": ("default", dict(model="lm"), "best"),
     "bowman2015": ("bowman2015", {}, "best"),
-    "li2019": ("default", dict(pretrain_steps=1000), "best"),
+    "li2019": ("li2019", {}, "best"),
     "fb1": ("default", dict(free_bits=1.0), "best"),
+    "bowman-fb": ("bowman2015", dict(free_bits=1.0), "best"),
 }
 COLUMNS = ("recipe", "steps", "nll", "nll_refined", "rec", "kl", "bleu", "content_kept", "exact", "sample_lm_nll")
 PRIOR_SAMPLES = 200

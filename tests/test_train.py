@@ -229,3 +229,11 @@ def test_a_collapsing_latent_is_warned_about_once(corpus, tmp_path, monkeypatch)
     lines.clear()
     train(tiny_config(corpus, model="lm", max_steps=10), str(tmp_path / "lm"), log=lines.append, progress=False)
     assert not [line for line in lines if line.startswith("warning")]  # a language model has no latent
+
+
+def test_the_li2019_and_autoencoder_presets_are_the_defaults_with_their_changes():
+    from pyro_svae import config_from
+
+    default, li, ae = config_from("default"), config_from("li2019"), config_from("autoencoder", free_bits=0.1)
+    assert li.pretrain_steps == 1000 and {**vars(li), "pretrain_steps": 0, "preset": "default"} == vars(default)
+    assert (ae.kl_schedule, ae.free_bits, ae.select) == ("constant:0.0001", 0.1, "bleu")
