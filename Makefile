@@ -1,5 +1,5 @@
-# pyro-svae: `make quickstart` sets up, trains on PTB's sentences of up to 15 tokens for 4.5 minutes, then samples, reconstructs and
-# interpolates; `make test` tests.
+# pyro-svae: `make quickstart` sets up, trains on PTB's sentences of up to 15 tokens for 4.5
+# minutes, then samples, reconstructs and interpolates; `make test` tests.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
