@@ -34,7 +34,7 @@ class Decoding(BaseModel):
     beam: int = 5
     temperature: float = 1.0
     top_k: int = 0
-    unk: bool = True  # the page sends its checkbox (off by default: the explorer is for reading)
+    unk: bool = True  # as TrainedVAE's; the page sends its <unk> checkbox, which starts unticked
     seed: int = 0
 
     def options(self):

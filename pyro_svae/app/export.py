@@ -46,16 +46,15 @@ def resolve(path):
 def export(run_dir, out_dir, which="best", license="other"):
     """Write the model folder of ``run_dir`` (its best.pt, or checkpoint.pt with which='last') to
     ``out_dir``. -> the folder's config (a dict)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     config, tokenizer = read_config(run_dir), load_tokenizer(run_dir)
     path = os.path.join(run_dir, BEST if which == "best" else CHECKPOINT)
     state = load_checkpoint(path)
     os.makedirs(out_dir, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in state["model"].items()}
-    tmp = os.path.join(out_dir, f".tmp-{WEIGHTS}")
-    save_file(weights, tmp, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
-    os.replace(tmp, os.path.join(out_dir, WEIGHTS))
+    metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
+    atomic_write_bytes(os.path.join(out_dir, WEIGHTS), save(weights, metadata=metadata))
     tokenizer.save(out_dir)
     if getattr(tokenizer, "model_path", None):
         shutil.copyfile(tokenizer.model_path, os.path.join(out_dir, os.path.basename(tokenizer.model_path)))
@@ -120,12 +119,11 @@ def _metrics(run_dir, step):
 
 def training_command(train):
     """The train command line that gives this configuration (the options that differ from the defaults)."""
-    defaults = {o.name: o.default for o in OPTIONS}
     parts = ["python cli.py train"]
-    for name, value in train.items():
-        if name in defaults and value != defaults[name] and name not in ("device",):
-            flag = "--" + name.replace("_", "-")
-            parts.append(flag if value is True else f"--no-{flag[2:]}" if value is False else f"{flag} {value}")
+    for o in OPTIONS:
+        value = train.get(o.name, o.default)
+        if value != o.default and o.name != "device":
+            parts.append(o.flag if value is True else f"--no-{o.flag[2:]}" if value is False else f"{o.flag} {value}")
     return " ".join(parts + ["--out RUN"])
 
 

@@ -235,8 +235,11 @@ class TrainedVAE:
     def posterior(self, sentences, n=5, **decoding):
         """n draws z ~ q(z|x) per sentence, each decoded. -> (z [N*n, Z], texts), grouped by sentence."""
         self._need_latent()
-        with torch.inference_mode():
-            z = self.svae.guide_draws(self.batch(sentences), n)[0].reshape(-1, self.z_dim)
+        return self._posterior_draws(self.batch(sentences), n, **decoding)
+
+    @torch.inference_mode()
+    def _posterior_draws(self, batch, n, **decoding):
+        z = self.svae.guide_draws(batch, n)[0].reshape(-1, self.z_dim)
         return z, self.decode(z, **decoding)
 
     def iter_posterior(self, sentences, n=5, chunk=None, **decoding):
@@ -249,9 +252,11 @@ class TrainedVAE:
                 z, texts = self.posterior(part, n, **decoding)
                 yield [start + i // n for i in range(len(texts))], z, texts
             return
+        self._need_latent()
         for i, sentence in enumerate(sentences):
+            batch = self.batch([sentence])  # read (and warned about) once
             for start in range(0, n, chunk):
-                z, texts = self.posterior([sentence], min(chunk, n - start), **decoding)
+                z, texts = self._posterior_draws(batch, min(chunk, n - start), **decoding)
                 yield [i] * len(texts), z, texts
 
     @torch.inference_mode()

@@ -18,11 +18,11 @@ import random
 
 import numpy as np
 import torch
-from ..progress import progress_bar
 
 from ..checkpoint import TMP_PREFIX, atomic_write_bytes
 from .corpus import SPLITS, ReadStats, iter_lines, split_assignment, split_files
 from ..errors import SVAEError
+from ..progress import progress_bar
 from .tokenizers import SentencePieceTokenizer, WordTokenizer, load_tokenizer, vocab_hash
 
 STORE = "store.json"
@@ -326,7 +326,7 @@ class _SplitWriter:
 
 def _bar(path, what, progress):
     return progress_bar(total=os.path.getsize(path), desc=what, unit="B", unit_scale=True, disable=not progress,
-                dynamic_ncols=True, leave=False, delay=1.0)
+                        dynamic_ncols=True, leave=False, delay=1.0)
 
 
 def _log_read(log, split, stats):

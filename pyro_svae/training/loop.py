@@ -19,9 +19,9 @@ from ..data.tokenizers import vocab_hash
 from ..devices import check_amp, resolve_device
 from ..errors import SVAEError
 from ..progress import progress_bar
-from .logs import make_log
 from .distributed import World
 from .family import SentenceFamily
+from .logs import make_log
 from .optim import GlobalClipAdam
 from .rundir import BEST, CHECKPOINT, METRICS, append_metrics, restore_model
 

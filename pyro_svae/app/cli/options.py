@@ -76,12 +76,6 @@ def _search(o):
     return kw
 
 
-def _emit(rows, as_json):
-    """rows: dicts with 'text' (and 'z', 'input', ...). Plain mode prints one sentence a line."""
-    with Emitter(as_json) as out:
-        out.write(rows)
-
-
 class Emitter:
     """Prints rows as they come (memory flat in their number): one sentence a line, prefixed by the
     row's 'label' if any, or one JSON array written an element at a time."""
