@@ -36,3 +36,12 @@ def test_training_off_a_terminal_logs_lines(corpus, tmp_path, capsys):
     err = capsys.readouterr().err
     steps = [line for line in err.splitlines() if "step" in line and "/40" in line]
     assert "\r" not in err and len(steps) >= 5  # every eval_every // 5 = 4 steps, at least
+
+
+def test_off_a_terminal_tqdms_monitor_cannot_turn_the_lines_into_one_per_step():
+    out = io.StringIO()
+    bar = progress_bar(total=None, every=100, file=out)
+    # tqdm's monitor thread sets miniters = 1 on a bar quiet for maxinterval seconds (10 by default),
+    # which, in a log, printed a line for every step of a long run
+    assert bar.miniters == 100 and bar.maxinterval == float("inf")
+    bar.close()

@@ -38,7 +38,8 @@ def train(out, resume, quiet, **options):
     run, world = summary["run"], int(os.environ.get("WORLD_SIZE", "1"))
     again = f"torchrun --nproc_per_node {world} cli.py" if world > 1 else "python cli.py"
     _log(f"stopped ({summary['stopped']}) at step {summary['step']}, epoch {summary['epoch']}; "
-         f"best validation {summary['selected_by'].upper()} {summary['best_elbo']:.2f}")
+         f"best validation {summary['selected_by'].upper()} "
+         f"{summary['best_elbo']:.{2 if summary['selected_by'] == 'elbo' else 4}f}")
     steps, seconds = len(summary["losses"]), max(summary["train_seconds"], 1e-9)
     if steps:
         _log(f"trained {steps} steps in {seconds:.0f} s without validation: {steps / seconds:.2f} steps/s, "
