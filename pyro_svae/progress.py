@@ -35,7 +35,7 @@ def progress_bar(iterable=None, every=None, file=None, **options):
     pace = dict(miniters=every, mininterval=0) if every else dict(mininterval=LOG_SECONDS)
     # maxinterval: tqdm's monitor thread would otherwise set miniters to 1 after 10 quiet seconds,
     # and every step after that would print a line
-    options = {**options, "delay": 0, "maxinterval": float("inf"), **pace}
+    options = {**options, "maxinterval": float("inf"), **pace}
     if options.get("total") or hasattr(iterable, "__len__"):  # no bar graphic in a log
         options["bar_format"] = ((f"{options['desc']}: " if options.get("desc") else "") +
                                  "{percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
