@@ -294,6 +294,32 @@ def test_bag_of_words_term_is_added_in_training_only(batch):
     assert "bow" not in poutine.trace(model).get_trace(batch, size=10).nodes  # evaluation is the ELBO alone
 
 
+@pytest.mark.parametrize("objective", ["trace", "meanfield", "free_bits", "iw"])
+def test_every_training_objective_counts_the_bag_of_words_term(batch, objective):
+    """The free-bits ELBO once summed the sentences' site alone and dropped the pyro.factor."""
+    from pyro_svae.inference.objectives import FreeBitsELBO, ImportanceWeightedELBO, ReparamELBO
+
+    torch.manual_seed(0)
+    pyro.clear_param_store()
+    vae = SentenceVAE(ModelConfig(vocab_size=12, emb_dim=5, hidden=6, z_dim=2, bow=0.7)).train()
+    loss = {"trace": ReparamELBO(), "meanfield": FreeBitsELBO(0.0), "free_bits": FreeBitsELBO(3.0),
+            "iw": ImportanceWeightedELBO(1)}[objective]
+    guide_trace = poutine.trace(vae.guide).get_trace(batch, size=10, beta=0.5)
+    fixed = poutine.replay(vae.guide, trace=guide_trace)  # the same z with and without the term
+    value = loss.differentiable_loss(vae.model, fixed, batch, size=10, beta=0.5, word_keep=1.0) \
+        if objective != "iw" else loss(vae.model, fixed, batch, size=10, beta=0.5, word_keep=1.0)
+    value.backward()
+    assert vae.bow.weight.grad is not None and vae.bow.weight.grad.abs().sum() > 0
+    z = guide_trace.nodes["z"]["value"].detach()
+    with torch.no_grad():
+        logp = F.log_softmax(z @ vae.bow.weight.T + vae.bow.bias, -1)
+        term = 0.7 * (logp.gather(1, batch.targets) * batch.mask).sum()
+    vae.bow = None  # the same objective without the term
+    without = loss.differentiable_loss(vae.model, fixed, batch, size=10, beta=0.5, word_keep=1.0) \
+        if objective != "iw" else loss(vae.model, fixed, batch, size=10, beta=0.5, word_keep=1.0)
+    assert float((value - without).detach()) == pytest.approx(-10 / 2 * float(term), rel=1e-4)
+
+
 def test_bag_of_words_term_keeps_z_in_use_without_a_floor(corpus, tmp_path):
     import csv
 

@@ -172,7 +172,7 @@ class Batch:
     index: torch.Tensor  # [B] positions in the split (the plate's subsample)
     inputs: torch.Tensor  # [B, T]
     targets: torch.Tensor  # [B, T]
-    lengths: torch.Tensor  # [B] = n + 1, the tokens scored per sentence (with </s>)
+    lengths: torch.Tensor  # [B] = n + 1, the tokens scored per sentence (with </s>); on the host
 
     @property
     def mask(self):
@@ -186,10 +186,12 @@ class Batch:
         return int(self.lengths.sum())
 
     def to(self, device):
+        """The token tensors on ``device``; index and lengths stay on the host, where the plate's
+        subsample and pack_padded_sequence read them, so counting tokens never waits for the device."""
         if torch.device(device).type == "cpu":
             return self
         move = lambda t: t.pin_memory().to(device, non_blocking=True)  # noqa: E731
-        return Batch(self.index, move(self.inputs), move(self.targets), move(self.lengths))
+        return Batch(self.index, move(self.inputs), move(self.targets), self.lengths)
 
     def repeat(self, k):
         """Each sentence k times in a row: [B*k, T]."""
@@ -199,8 +201,8 @@ class Batch:
 
 def make_batch(ids, index=None):
     """Batch from a list of token-id lists (without <s> and </s>)."""
-    lengths = torch.tensor([len(s) + 1 for s in ids], dtype=torch.long)
-    T = int(lengths.max())
+    sizes = [len(s) + 1 for s in ids]
+    lengths, T = torch.tensor(sizes, dtype=torch.long), max(sizes)
     inputs = torch.full((len(ids), T), PAD, dtype=torch.long)
     targets = torch.full((len(ids), T), PAD, dtype=torch.long)
     for row, s in enumerate(ids):

@@ -8,7 +8,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions.kl import kl_divergence
-from pyro.infer import TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.infer.traceenum_elbo import _compute_dice_elbo
 from pyro.infer.util import torch_item
 from pyro.poutine.util import site_is_subsample
@@ -112,7 +112,48 @@ def floor_penalty(guide_trace, model_trace, free_bits):
     return site["scale"] * site["value"].shape[0] * shortfall
 
 
-class FreeBitsELBO(TraceMeanField_ELBO):
+class OnDevice:
+    """The loss of an ELBO left on the device: ``loss_and_grads`` returns a 0-d tensor, and no
+    site's log-density is read back to the host (Pyro's ELBOs call ``.item()`` per site and per
+    particle, a host synchronization each on a GPU). A subclass's ``_differentiable_loss_particle``
+    returns (value, differentiable loss), both tensors."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        loss = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            loss = loss + self._differentiable_loss_particle(model_trace, guide_trace)[1]
+        return loss / self.num_particles
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        """For SVI: the loss (a detached 0-d tensor), after its backward pass."""
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return loss.detach()
+
+
+def observed_log_prob(model_trace):
+    """Sum of the model's observed sites' scaled log-densities: the sentences and every
+    ``pyro.factor`` (the bag-of-words term)."""
+    return sum(site["log_prob_sum"] for site in model_trace.nodes.values()
+               if site["type"] == "sample" and site["is_observed"])
+
+
+class ReparamELBO(OnDevice, Trace_ELBO):
+    """``Trace_ELBO``'s estimate, log p(x, z) - log q(z | x) at one draw per particle, computed on
+    the device. Every guide family here is reparameterized, so the loss is its own surrogate; a
+    site without ``rsample`` gets Trace_ELBO's score-function surrogate (value unchanged)."""
+
+    def _differentiable_loss_particle(self, model_trace, guide_trace):
+        guide_sites = [s for s in guide_trace.nodes.values() if s["type"] == "sample"]
+        if all(s["fn"].has_rsample for s in guide_sites if not s["is_observed"]):
+            elbo = model_trace.log_prob_sum() - sum(s["log_prob_sum"] for s in guide_sites)
+            return -elbo.detach(), -elbo
+        value, surrogate = super()._differentiable_loss_particle(model_trace, guide_trace)
+        loss = value + (surrogate - surrogate.detach())
+        return loss.detach(), loss
+
+
+class FreeBitsELBO(OnDevice, TraceMeanField_ELBO):
     """The ELBO with a KL floor: the KL term, averaged over the minibatch, counts as at least the
     floor (``free_bits`` nats per latent dimension). Below the floor the KL has no gradient, so the
     encoder is free to use those nats (a remedy for posterior collapse). With the diagonal guide
@@ -125,14 +166,14 @@ class FreeBitsELBO(TraceMeanField_ELBO):
         self.free_bits = free_bits
 
     def _differentiable_loss_particle(self, model_trace, guide_trace):
-        elbo = model_trace.nodes["x"]["log_prob_sum"]  # scaled by the plate
+        elbo = observed_log_prob(model_trace)  # scaled by the plate
         sites = latent_sites(guide_trace)
         if sites:
             kl, shortfall = kl_floor(guide_trace, model_trace, self.free_bits)
             site = guide_trace.nodes[sites[0]]
             scale = site["scale"]  # beta * corpus / batch
             elbo = elbo - scale * site["value"].shape[0] * (kl + shortfall)
-        return -torch_item(elbo), -elbo
+        return -elbo.detach(), -elbo
 
 
 class EnumELBO(TraceEnum_ELBO):
@@ -153,7 +194,7 @@ class EnumELBO(TraceEnum_ELBO):
     def loss_and_grads(self, model, guide, *args, **kwargs):
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         loss.backward()
-        return torch_item(loss)
+        return loss.detach()
 
 
 class ScoreFunctionELBO(TraceGraph_ELBO):
@@ -211,10 +252,10 @@ class ImportanceWeightedELBO:
         return loss
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
-        """For SVI: the loss, after its backward pass (the graph is not retained)."""
+        """For SVI: the loss (a detached 0-d tensor), after its backward pass (the graph is not retained)."""
         loss = self(model, guide, *args, **kwargs)
         loss.backward()
-        return torch_item(loss)
+        return loss.detach()
 
 
 def _scaled_log_prob(trace):

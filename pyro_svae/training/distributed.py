@@ -47,18 +47,24 @@ class World:
         dist.all_reduce(t)
         return t.tolist()
 
-    def sum_grads(self, params, weight):
-        """grad <- sum over processes of weight * grad, for every parameter (missing grads are 0)."""
+    def sum_grads(self, params, weight, extras=None):
+        """grad <- sum over processes of weight * grad, for every parameter (missing grads are 0).
+        ``extras``: a 1-d tensor summed in the same all-reduce (one collective per step) and
+        returned, still on the device."""
         if not self.distributed:
-            return
+            return extras
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = _flatten_dense_tensors(grads).mul_(weight)
+        if extras is not None:
+            flat = torch.cat([flat, extras.to(flat.dtype)])
         dist.all_reduce(flat)
-        for p, g in zip(params, _unflatten_dense_tensors(flat, grads)):
+        n = flat.numel() - (extras.numel() if extras is not None else 0)
+        for p, g in zip(params, _unflatten_dense_tensors(flat[:n], grads)):
             if p.grad is None:
                 p.grad = g
             else:
                 p.grad.copy_(g)
+        return flat[n:] if extras is not None else None
 
     def broadcast_params(self, module):
         """Every process starts from process 0's weights."""

@@ -10,7 +10,6 @@ import time
 
 import pyro
 import torch
-from pyro.infer import SVI
 from tqdm.auto import tqdm
 
 from ..checkpoint import atomic_save, load_checkpoint
@@ -24,6 +23,9 @@ from .family import SentenceFamily
 from .logs import make_log
 from .optim import GlobalClipAdam
 from .rundir import BEST, CHECKPOINT, METRICS, append_metrics, restore_model
+from .step import DeviceSVI
+
+READ_EVERY = 20  # steps between host reads of the losses, token counts and (several processes) stop flags
 
 
 @dataclasses.dataclass
@@ -67,7 +69,8 @@ class Trainer:
         self.optim = GlobalClipAdam(c.lr, c.clip_norm)
         loss = family.loss()
         # Pyro's ELBOs bring their own loss_and_grads; ours backpropagates without retaining the graph
-        self.svi = SVI(family.model, family.guide, self.optim, loss, loss_and_grads=getattr(loss, "loss_and_grads", None))
+        self.svi = DeviceSVI(family.model, family.guide, self.optim, loss,
+                             loss_and_grads=getattr(loss, "loss_and_grads", None))
         self.batches_per_epoch = math.ceil(len(splits["train"]) / c.batch_size)
         self.total_steps = c.max_steps or (c.max_epochs * self.batches_per_epoch) or None
         family.start(self.total_steps)
@@ -129,29 +132,63 @@ class Trainer:
         return None
 
     # -- the loop ---------------------------------------------------------------------------
-    def step(self, positions, size):
-        """One SVI step on this process's share of the global batch ``positions``. -> (the local batch,
-        its part of the global batch's loss)."""
+    def step(self, positions, size, flags):
+        """One SVI step on this process's share of the global batch ``positions``; ``flags``: this
+        process's [time is up, interrupted]. -> (the local batch, a tensor left on the device: the
+        loss [1], or with several processes [global loss, tokens, time up, interrupted] summed in
+        the step's one all-reduce)."""
         world, c = self.world, self.c
         local = world.shard(positions)
         weight = len(local) / len(positions)  # this process's part of the global estimate
-        self.optim.sync = lambda params: world.sum_grads(params, weight)
         batch = self.family.batch(self.splits["train"], local, self.device)
+        summed = []
+        if world.distributed:
+            host = torch.tensor([batch.num_tokens(), *flags], dtype=torch.float32)
+
+            def sync(params):  # the gradients, the loss, the tokens and the flags in one collective
+                loss = _as_tensor(self.svi.last_loss, self.device).reshape(1).float() * weight
+                summed.append(world.sum_grads(params, weight, torch.cat([loss, _to_device(host, self.device)])))
+            self.optim.sync = sync
         self.family.before_step(self.pos.step, self.optim, self.log)
         # Pyro's validation checks shapes and supports of model and guide (our code, tested); off,
         # a step does less Python work. A bad step still stops the run:
         with torch.autocast(self.device.type, torch.bfloat16, enabled=c.amp == "bf16"), \
                 pyro.validation_enabled(False):
             loss = self.svi.step(batch, **self.family.step_kwargs(self.pos.step, size))
-        return batch, loss * weight
+        return batch, summed[0] if summed else _as_tensor(loss, self.device).reshape(1)
+
+    def read(self, pending, losses, window):
+        """Bring the steps' device values in ``pending`` to the host (one read for all of them):
+        extend ``losses`` and the token counts; stop on a non-finite loss. -> (time up, interrupted)
+        on any process (several processes; else False, False)."""
+        if not pending:
+            return False, False
+        values = torch.cat(pending).view(len(pending), -1).tolist()
+        first = self.pos.step - len(pending) + 1
+        pending.clear()
+        for i, row in enumerate(values):
+            if not math.isfinite(row[0]):
+                if not self.world.main:
+                    raise SystemExit(1)  # process 0 says why
+                raise SVAEError(f"the loss became {row[0]} at step {first + i} (the run's last "
+                                "checkpoint is intact); train again with a lower --lr or --clip-norm")
+        losses.extend(row[0] for row in values)
+        if self.world.distributed:
+            tokens = sum(row[1] for row in values)
+            window[1] += tokens
+            self.tokens += tokens
+            return any(row[2] > 0 for row in values), any(row[3] > 0 for row in values)
+        return False, False
 
     def run(self):
-        """Train until a budget, early stopping or Ctrl-C; returns a summary with every step's loss."""
+        """Train until a budget, early stopping or Ctrl-C; returns a summary with every step's loss.
+        Step values stay on the device between reads (every READ_EVERY steps and at validation);
+        with several processes, the time budget and signals act at a read, on every process alike."""
         c, p, train, world = self.c, self.pos, self.splits["train"], self.world
         size = len(train)
         interrupted = []
         restore_signals = _catch_stop_signals(interrupted)
-        started, losses, last_eval = time.time(), [], p.step
+        started, losses, last_eval, pending = time.time(), [], p.step, []
         bar = progress_bar(total=self.total_steps, initial=p.step, unit="step", disable=not self.progress,
                            smoothing=0.05, every=max(self.c.eval_every // 5, 1))
         window = [time.time(), 0]  # tokens/s since the last display
@@ -166,37 +203,36 @@ class Trainer:
                     if len(positions) < world.size:  # an epoch's last batch, too small to share: skipped
                         p.batch += 1
                         continue
-                    batch, loss = self.step(positions, size)
-                    # the global batch's loss, and whether any process was stopped or ran out of time
-                    loss, tokens, time_up, stop = world.sum(
-                        [loss, batch.num_tokens(), self.time_up(started), bool(interrupted)], self.device)
-                    time_up, stop = time_up > 0, stop > 0
-                    if not math.isfinite(loss):
-                        if not world.main:
-                            raise SystemExit(1)  # process 0 says why
-                        raise SVAEError(f"the loss became {loss} at step {p.step + 1} (the run's last "
-                                        "checkpoint is intact); train again with a lower --lr or --clip-norm")
-                    losses.append(loss)
+                    flags = [self.time_up(started), bool(interrupted)]
+                    batch, value = self.step(positions, size, flags)
+                    pending.append(value)
                     p.step += 1
                     p.batch += 1
-                    window[1] += tokens
-                    self.tokens += tokens
                     bar.update(1)
-                    if (self.progress or self.experiment_log) and (p.step % 20 == 0 or p.step == 1):
-                        self._show(bar, batch, loss / size, window, started)
+                    if not world.distributed:  # this process's own clock and signals, at once
+                        tokens = batch.num_tokens()
+                        window[1] += tokens
+                        self.tokens += tokens
+                        time_up, stop = flags[0] or self.time_up(started), bool(interrupted)
+                    due = p.step % READ_EVERY == 0 or p.step == 1 or p.step % c.eval_every == 0
+                    if due or self.stop_reason(False) or (stop and not world.distributed):
+                        any_up, any_stop = self.read(pending, losses, window)
+                        time_up, stop = time_up or any_up, stop or any_stop
+                        if (self.progress or self.experiment_log) and (p.step % READ_EVERY == 0 or p.step == 1):
+                            self._show(bar, batch, losses[-1] / size, window, started)
                     if p.step % c.eval_every == 0:
                         self.evaluate(started, losses[last_eval - p.step:])
                         last_eval = p.step
                         time_up = world.sum([self.time_up(started)], self.device)[0] > 0  # validating took time
                     reason = self.stop_reason(time_up)
-                    # one process stops at once; several learn of a signal at the next step's sum
-                    stop = stop or (bool(interrupted) and not world.distributed)
+                    stop = stop or (bool(interrupted) and not world.distributed)  # e.g. while validating
                     if reason or stop:
                         break
                 else:
                     p.epoch += 1
                     p.batch = 0
                     reason = self.stop_reason(time_up)
+            self.read(pending, losses, window)
         finally:
             restore_signals()
             bar.close()
@@ -282,6 +318,16 @@ class Trainer:
             p.lr *= self.c.lr_decay
             self.optim.set_lr(p.lr)
         return False
+
+
+def _as_tensor(loss, device):
+    """A step's loss as a tensor (an ELBO that reads its loss back gives a float)."""
+    return loss if torch.is_tensor(loss) else torch.tensor(float(loss), device=device)
+
+
+def _to_device(t, device):
+    """A small host tensor on ``device`` without waiting for the device's queue (pinned, non-blocking)."""
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
 
 
 def _catch_stop_signals(flag):

@@ -2,10 +2,9 @@
 
 import pyro
 import torch
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.optim import PyroOptim
 
-from ..inference.objectives import EnumELBO, FreeBitsELBO, ImportanceWeightedELBO, ScoreFunctionELBO
+from ..inference.objectives import EnumELBO, FreeBitsELBO, ImportanceWeightedELBO, ReparamELBO, ScoreFunctionELBO
 from ..models.discrete import estimator
 
 
@@ -71,9 +70,10 @@ def _is_baseline(name):
 
 
 def make_loss(c):
-    """The training objective of config ``c``: the IW bound (K > 1), free bits, or one of Pyro's ELBOs."""
+    """The training objective of config ``c``: the IW bound (K > 1), free bits, or Pyro's
+    Trace_ELBO (sampled KL) or TraceMeanField_ELBO (analytic KL) estimate, computed on the device."""
     if c.model == "lm":
-        return TraceMeanField_ELBO() if c.elbo == "meanfield" else Trace_ELBO()
+        return ReparamELBO()
     discrete = estimator(c.prior, c.latent, c.discrete)
     if discrete == "enum":
         return EnumELBO(c.free_bits)
@@ -85,4 +85,4 @@ def make_loss(c):
         return ImportanceWeightedELBO(c.iw_particles, c.free_bits)
     if c.free_bits > 0:
         return FreeBitsELBO(c.free_bits)
-    return TraceMeanField_ELBO() if c.elbo == "meanfield" else Trace_ELBO()
+    return FreeBitsELBO(0.0) if c.elbo == "meanfield" else ReparamELBO()

@@ -1,0 +1,32 @@
+"""The training step: ``pyro.infer.SVI`` with the loss left on the device and the trained
+parameters captured once."""
+
+from pyro import poutine
+from pyro.infer import SVI
+
+
+class DeviceSVI(SVI):
+    """``pyro.infer.SVI`` whose ``step`` returns the loss as the ELBO leaves it (a 0-d tensor on the
+    device for the package's ELBOs: no host synchronization), and which traces the parameter sites
+    once, at the first step, instead of at every step. The optimizer (``GlobalClipAdam``) fixes its
+    parameters at the first step too, so a parameter first seen later would not be trained in
+    either case. ``last_loss``: the step's loss, set before the optimizer runs (so that its
+    gradient all-reduce can carry it)."""
+
+    def __init__(self, model, guide, optim, loss, **kwargs):
+        super().__init__(model, guide, optim, loss, **kwargs)
+        self.params, self.last_loss = None, None
+
+    def step(self, *args, **kwargs):
+        if self.params is None:
+            with poutine.trace(param_only=True) as capture:
+                loss = self.loss_and_grads(self.model, self.guide, *args, **kwargs)
+            self.params = list({id(p): p for p in (site["value"].unconstrained()
+                                                   for site in capture.trace.nodes.values())}.values())
+        else:
+            loss = self.loss_and_grads(self.model, self.guide, *args, **kwargs)
+        self.last_loss = loss
+        self.optim(self.params)
+        for p in self.params:  # as SVI's zero_grads (GlobalClipAdam already drops them)
+            p.grad = None
+        return loss
