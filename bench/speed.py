@@ -1,7 +1,9 @@
-"""Speed of a training step: ours (Pyro SVI, as shipped) against a hand-written PyTorch step and a
-naive Pyro formulation, on the same batches and the same nn.Modules, in one process.
+"""Speed of a training step: ours (the step ``train`` takes: Pyro SVI with the package's ELBO)
+against a hand-written PyTorch step, Pyro's stock SVI step and a naive Pyro formulation, on the
+same batches and the same nn.Modules, in one process.
 
-    python bench/speed.py                       # Bowman's size on PTB batches
+    python bench/speed.py --data ../shared/data/ptb                  # Bowman's size on PTB batches
+    python bench/speed.py --data ../shared/data/ptb --preset tiny    # tiny, bowman or 650; or several: tiny,bowman,650
     python bench/speed.py --batch-size 256 --device cuda
 
 Prints ms/step, tokens/s (real tokens, no padding), the ratios, peak memory, and the share of the
@@ -28,7 +30,9 @@ from pyro.optim import ClippedAdam  # noqa: E402
 
 from pyro_svae.data.corpus import batch_order, encode_sentences, gather, read_sentences, split_files  # noqa: E402
 from pyro_svae.models.decoding import Beam  # noqa: E402
-from pyro_svae.devices import resolve_device  # noqa: E402
+from pyro_svae.devices import cpu_name, resolve_device  # noqa: E402
+from pyro_svae.inference.objectives import ReparamELBO  # noqa: E402
+from pyro_svae.training.step import DeviceSVI  # noqa: E402
 from pyro_svae.evaluation.metrics import iw_log_likelihood  # noqa: E402
 from pyro_svae.models.likelihood import token_nll  # noqa: E402
 from pyro_svae.models.vae import ModelConfig, SentenceVAE  # noqa: E402
@@ -101,7 +105,7 @@ class PlainStep:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(svae.parameters(), self.clip)
         self.optim.step()
-        return loss.item()
+        return loss.detach()  # read with the round's others: no synchronization per step
 
 
 def autocast(device, run):
@@ -123,9 +127,17 @@ def profile_step(run, batches, device, rows=14):
     print(prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=40))
 
 
-def main():
+PRESETS = {  # model sizes and timing plan; flags given on the command line win
+    "tiny": dict(vocab_size=200, emb_dim=16, hidden=16, z_dim=4, batch_size=32, steps=40, rounds=10, threads=1),
+    "bowman": dict(vocab_size=10000, emb_dim=353, hidden=191, z_dim=13, batch_size=32, steps=10, rounds=10),
+    "650": dict(vocab_size=10000, emb_dim=650, hidden=650, z_dim=32, batch_size=64, steps=5, rounds=3),
+}
+
+
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--data", default="data/ptb", help="corpus the batches come from (a train --data folder or file)")
+    parser.add_argument("--preset", default="", help="tiny, bowman or 650 (sizes and timing plan), or several, comma-separated")
     parser.add_argument("--vocab-size", type=int, default=10000, help="word vocabulary size, specials included")
     parser.add_argument("--emb-dim", type=int, default=353, help="word embedding size (Bowman's 353)")
     parser.add_argument("--hidden", type=int, default=191, help="LSTM size of encoder and decoder (Bowman's 191)")
@@ -142,13 +154,43 @@ def main():
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the default)")
     parser.add_argument("--profile", action="store_true", help="also print the operations that take one step's time")
+    parser.add_argument("--no-eval", action="store_true", help="time the training steps only (implied by --preset)")
     parser.add_argument("--validation", action="store_true",
                         help="keep Pyro's and torch's distribution validation on (train turns it off, as here by default)")
     args = parser.parse_args()
+    given = {a.split("=")[0][2:].replace("-", "_") for a in sys.argv[1:] if a.startswith("--")}
+    plans = []
+    for name in [p for p in args.preset.split(",") if p] or [""]:
+        if name and name not in PRESETS:
+            parser.error(f"--preset {name}: one of {', '.join(PRESETS)}")
+        plan = argparse.Namespace(**vars(args))
+        plan.preset = name or "custom"
+        for k, v in PRESETS.get(name, {}).items():
+            if k not in given:
+                setattr(plan, k, v)
+        plan.no_eval = args.no_eval or bool(name)
+        plans.append(plan)
+    return plans
+
+
+def main():
+    plans = parse_args()
+    summary = [measure(plan) for plan in plans]
+    if len(summary) > 1:
+        print(f"\n{'preset':<8} {'ours ms':>8} {'plain ms':>9} {'Pyro cost':>10} {'stock SVI':>10} {'naive':>7}")
+        for name, ms in summary:
+            same = ms["plain, our likelihood"]
+            print(f"{name:<8} {ms['ours (train step)']:>8.2f} {same:>9.2f} {ms['ours (train step)'] / same:>9.3f}x "
+                  f"{ms['Pyro SVI, Trace_ELBO'] / same:>9.3f}x {ms['naive Pyro (Categorical)'] / same:>6.3f}x")
+
+
+def measure(args):
+    """Time every variant at one size; print the table. -> (preset name, {variant: ms per step})."""
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     pyro.enable_validation(args.validation)  # for every variant alike, as Trainer does for its steps
+    pyro.clear_param_store()
     torch.manual_seed(0)
     pyro.set_rng_seed(0)
 
@@ -163,16 +205,17 @@ def main():
     svae = SentenceVAE(c).to(device).train()
     size, beta, keep = len(train), 0.5, 0.75
 
-    optim = GlobalClipAdam(1e-3, 5.0)
-    ours = SVI(svae.model, svae.guide, optim, Trace_ELBO())
+    ours = DeviceSVI(svae.model, svae.guide, GlobalClipAdam(1e-3, 5.0), ReparamELBO())  # Trainer's step
+    stock_svi = SVI(svae.model, svae.guide, GlobalClipAdam(1e-3, 5.0), Trace_ELBO())
     naive_fn = lambda b, size, beta, word_keep: naive_model(svae, b, size, beta, word_keep)  # noqa: E731
     naive = SVI(naive_fn, svae.guide, GlobalClipAdam(1e-3, 5.0), Trace_ELBO())
     stock = SVI(naive_fn, svae.guide, ClippedAdam({"lr": 1e-3, "clip_norm": 5.0}), Trace_ELBO())
     plain = PlainStep(svae, 1e-3, 5.0)
     plain_ours = PlainStep(svae, 1e-3, 5.0, ours=True)
-    variants = {"ours (Pyro SVI)": lambda b: ours.step(b, size=size, beta=beta, word_keep=keep),
+    variants = {"ours (train step)": lambda b: ours.step(b, size=size, beta=beta, word_keep=keep),
                 "plain, our likelihood": lambda b: plain_ours(b, size, beta, keep),
                 "plain PyTorch": lambda b: plain(b, size, beta, keep),
+                "Pyro SVI, Trace_ELBO": lambda b: stock_svi.step(b, size=size, beta=beta, word_keep=keep),
                 "naive Pyro (Categorical)": lambda b: naive.step(b, size=size, beta=beta, word_keep=keep),
                 "naive + stock ClippedAdam": lambda b: stock.step(b, size=size, beta=beta, word_keep=keep)}
     if args.amp == "bf16":  # the same autocast as training's --amp bf16, around every variant
@@ -186,8 +229,8 @@ def main():
             run = variants[name]
             sync(device)
             t = time.perf_counter()
-            for b in batches:
-                run(b)
+            losses = [run(b) for b in batches]
+            torch.as_tensor([float(x) for x in losses])  # the round's losses read once, as train reads them
             sync(device)
             times[name].append((time.perf_counter() - t) / len(batches))
     peak_flops = matmul_flops(device)
@@ -195,19 +238,22 @@ def main():
     tokens = statistics.mean(b.num_tokens() for b in batches)
     padded = statistics.mean(b.targets.numel() for b in batches)
     ms = {name: 1000 * statistics.median(t) for name, t in times.items()}
-    print(f"device {device}, torch threads {torch.get_num_threads()}; vocab {c.vocab_size}, emb {c.emb_dim}, "
-          f"hidden {c.hidden}, z {c.z_dim}, batch {args.batch_size}, {tokens / args.batch_size:.1f} real tokens "
-          f"per sentence ({100 * (1 - tokens / padded):.1f}% padding); {len(batches)} batches x {args.rounds} rounds")
+    where = cpu_name() if device.type == "cpu" else torch.cuda.get_device_name(device)
+    print(f"preset {args.preset}: {where}, device {device}, torch threads {torch.get_num_threads()}; "
+          f"vocab {c.vocab_size}, emb {c.emb_dim}, hidden {c.hidden}, z {c.z_dim}, batch {args.batch_size}, "
+          f"{tokens / args.batch_size:.1f} real tokens per sentence ({100 * (1 - tokens / padded):.1f}% padding); "
+          f"{len(batches)} batches x {args.rounds} rounds")
     print(f"autocast: {args.amp}; validation: {'on' if args.validation else 'off'}; matrix product ({2048}^3, "
           f"float32): {peak_flops / 1e9:.0f} GFLOP/s; step: {flops / 1e9:.2f} GFLOP")
     same = "plain, our likelihood"
     print(f"{'step':<26} {'ms/step':>8} {'tokens/s':>9} {'vs plain':>9} {'vs same':>8} {'of peak':>8}")
     for name, m in ms.items():
-        print(f"{name:<26} {m:>8.1f} {tokens / m * 1000:>9.0f} {m / ms['plain PyTorch']:>8.3f}x "
+        print(f"{name:<26} {m:>8.2f} {tokens / m * 1000:>9.0f} {m / ms['plain PyTorch']:>8.3f}x "
               f"{m / ms[same]:>7.3f}x {100 * flops / (m / 1000) / peak_flops:>7.1f}%")
-    print(f"Pyro's cost: ours / plain with the same likelihood kernel = {ms['ours (Pyro SVI)'] / ms[same]:.3f}x")
-    print(f"ours is {ms['naive Pyro (Categorical)'] / ms['ours (Pyro SVI)']:.2f}x faster than the naive Pyro step "
-          f"(the Categorical likelihood alone), {ms['naive + stock ClippedAdam'] / ms['ours (Pyro SVI)']:.2f}x "
+    print(f"Pyro's cost: ours / plain with the same likelihood kernel = {ms['ours (train step)'] / ms[same]:.3f}x "
+          f"(Pyro's stock SVI step with Trace_ELBO: {ms['Pyro SVI, Trace_ELBO'] / ms[same]:.3f}x)")
+    print(f"ours is {ms['naive Pyro (Categorical)'] / ms['ours (train step)']:.2f}x faster than the naive Pyro step "
+          f"(the Categorical likelihood alone), {ms['naive + stock ClippedAdam'] / ms['ours (train step)']:.2f}x "
           f"faster than it with Pyro's stock ClippedAdam (one optimizer per parameter)")
     if device.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
@@ -215,11 +261,15 @@ def main():
         print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
     if args.profile:
-        profile_step(variants["ours (Pyro SVI)"], batches, device)
+        profile_step(variants["ours (train step)"], batches, device)
+    if not args.no_eval:
+        time_evaluation(svae, batches[0], c, args, device)
+    return args.preset, ms
 
+
+def time_evaluation(svae, b, c, args, device):
     svae.eval()
     with torch.inference_mode():
-        b = batches[0]
         sync(device)
         t = time.perf_counter()
         iw_log_likelihood(svae, b, samples=args.iw_samples, chunk=args.iw_chunk)
