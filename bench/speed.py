@@ -32,7 +32,7 @@ from pyro_svae.data.corpus import batch_order, encode_sentences, gather, read_se
 from pyro_svae.models.decoding import Beam  # noqa: E402
 from pyro_svae.devices import cpu_name, resolve_device  # noqa: E402
 from pyro_svae.inference.objectives import ReparamELBO  # noqa: E402
-from pyro_svae.training.step import DeviceSVI  # noqa: E402
+from pyro_svae.training.step import DeviceSVI, compile_networks  # noqa: E402
 from pyro_svae.evaluation.metrics import iw_log_likelihood  # noqa: E402
 from pyro_svae.models.likelihood import token_nll  # noqa: E402
 from pyro_svae.models.vae import ModelConfig, SentenceVAE  # noqa: E402
@@ -150,6 +150,8 @@ def parse_args():
     parser.add_argument("--iw-samples", type=int, default=500, help="K of the timed IW-NLL evaluation")
     parser.add_argument("--iw-chunk", type=int, default=50, help="draws folded into the batch at a time")
     parser.add_argument("--amp", default="off", choices=["off", "bf16"], help="bf16 autocast for every variant")
+    parser.add_argument("--compile", default="off", choices=["off", "decoder"],
+                        help="train --compile for every variant (they share the networks)")
     parser.add_argument("--beam", type=int, default=5, help="beam width of the timed beam search")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the default)")
@@ -203,6 +205,7 @@ def measure(args):
                and b.size == args.batch_size][: args.steps]
     c = ModelConfig(vocab_size=len(tokenizer), emb_dim=args.emb_dim, hidden=args.hidden, z_dim=args.z_dim)
     svae = SentenceVAE(c).to(device).train()
+    compile_networks(svae, args.compile)
     size, beta, keep = len(train), 0.5, 0.75
 
     ours = DeviceSVI(svae.model, svae.guide, GlobalClipAdam(1e-3, 5.0), ReparamELBO())  # Trainer's step
@@ -243,7 +246,7 @@ def measure(args):
           f"vocab {c.vocab_size}, emb {c.emb_dim}, hidden {c.hidden}, z {c.z_dim}, batch {args.batch_size}, "
           f"{tokens / args.batch_size:.1f} real tokens per sentence ({100 * (1 - tokens / padded):.1f}% padding); "
           f"{len(batches)} batches x {args.rounds} rounds")
-    print(f"autocast: {args.amp}; validation: {'on' if args.validation else 'off'}; matrix product ({2048}^3, "
+    print(f"autocast: {args.amp}; compile: {args.compile}; validation: {'on' if args.validation else 'off'}; matrix product ({2048}^3, "
           f"float32): {peak_flops / 1e9:.0f} GFLOP/s; step: {flops / 1e9:.2f} GFLOP")
     same = "plain, our likelihood"
     print(f"{'step':<26} {'ms/step':>8} {'tokens/s':>9} {'vs plain':>9} {'vs same':>8} {'of peak':>8}")

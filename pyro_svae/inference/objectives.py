@@ -10,7 +10,7 @@ from pyro import poutine
 from pyro.distributions.kl import kl_divergence
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.infer.traceenum_elbo import _compute_dice_elbo
-from pyro.infer.util import torch_item
+from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.poutine.util import site_is_subsample
 
 from ..models.discrete import OneHotCode
@@ -116,7 +116,24 @@ class OnDevice:
     """The loss of an ELBO left on the device: ``loss_and_grads`` returns a 0-d tensor, and no
     site's log-density is read back to the host (Pyro's ELBOs call ``.item()`` per site and per
     particle, a host synchronization each on a GPU). A subclass's ``_differentiable_loss_particle``
-    returns (value, differentiable loss), both tensors."""
+    returns (value, differentiable loss), both tensors.
+
+    With validation off (as in training), a particle's traces are the guide's and the model's
+    replayed against it, without the subsample sites, and nothing more: each site's log-density
+    is computed when the loss reads it (``Trace.log_prob_sum``), not all of them in advance
+    (Pyro's ``get_importance_trace`` copies both traces and computes every site's log-density and
+    the guide's score parts, which an analytic KL never reads). With validation on, Pyro's checks
+    run as in its own ELBOs."""
+
+    def _get_trace(self, model, guide, args, kwargs):
+        if is_validation_enabled():
+            return super()._get_trace(model, guide, args, kwargs)
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        for trace in (model_trace, guide_trace):
+            for name in [name for name, site in trace.nodes.items() if site_is_subsample(site)]:
+                trace.remove_node(name)
+        return model_trace, guide_trace
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         loss = 0.0
@@ -134,8 +151,7 @@ class OnDevice:
 def observed_log_prob(model_trace):
     """Sum of the model's observed sites' scaled log-densities: the sentences and every
     ``pyro.factor`` (the bag-of-words term)."""
-    return sum(site["log_prob_sum"] for site in model_trace.nodes.values()
-               if site["type"] == "sample" and site["is_observed"])
+    return model_trace.log_prob_sum(lambda name, site: site["is_observed"])
 
 
 class ReparamELBO(OnDevice, Trace_ELBO):
@@ -144,10 +160,11 @@ class ReparamELBO(OnDevice, Trace_ELBO):
     site without ``rsample`` gets Trace_ELBO's score-function surrogate (value unchanged)."""
 
     def _differentiable_loss_particle(self, model_trace, guide_trace):
-        guide_sites = [s for s in guide_trace.nodes.values() if s["type"] == "sample"]
-        if all(s["fn"].has_rsample for s in guide_sites if not s["is_observed"]):
-            elbo = model_trace.log_prob_sum() - sum(s["log_prob_sum"] for s in guide_sites)
+        if all(s["fn"].has_rsample for s in guide_trace.nodes.values() if s["type"] == "sample"):
+            elbo = model_trace.log_prob_sum() - guide_trace.log_prob_sum()
             return -elbo.detach(), -elbo
+        model_trace.compute_log_prob()  # not computed in advance (OnDevice._get_trace)
+        guide_trace.compute_score_parts()
         value, surrogate = super()._differentiable_loss_particle(model_trace, guide_trace)
         loss = value + (surrogate - surrogate.detach())
         return loss.detach(), loss

@@ -23,7 +23,7 @@ class Encoder(nn.Module):
 
     def forward(self, tokens, lengths):
         x = self.drop(self.embed(tokens))
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)  # lengths on the host
         _, (h, _) = self.rnn(packed)  # h: [layers * directions, B, H]
         last = h[-self.directions :]  # the top layer, each direction
         return last.transpose(0, 1).reshape(tokens.shape[0], self.out_dim)

@@ -28,6 +28,7 @@ from .discrete import (CategoricalPosterior, CategoricalPrior, ComponentPosterio
 from ..errors import SVAEError
 from .guides import SingleSite, guide_class, make_guide, widened
 from .likelihood import Sentences
+from .registration import module
 from .networks import Decoder, Encoder, word_dropout
 from ..data.tokenizers import PAD
 
@@ -145,19 +146,19 @@ class SentenceVAE(nn.Module):
               discrete=None, temperature=None):
         """p(x, z). With a batch, x is observed; without, n sentences are decoded with ``strategy``.
         discrete: the estimator of a discrete site during training (None: the marginal p(z))."""
-        pyro.module("decoder", self.decoder)
+        module("decoder", self.decoder)
         n = batch.size if batch is not None else n
         with self._plate(n, size):
             z = None
             if self.z_dim > 0:
-                pyro.module("prior", self.prior)
+                module("prior", self.prior)
                 with poutine.scale(scale=max(beta, BETA_FLOOR)):
                     z = self.prior.sample(n, self.device, discrete, temperature)
             if batch is None:
                 return pyro.sample("x", Sentences(self.decoder, z, strategy=strategy, max_len=max_len,
                                                   batch_size=n))
             if self.training and self.bow is not None:
-                pyro.module("bow", self.bow)
+                module("bow", self.bow)
                 pyro.factor("bow", self.config.bow * bag_of_words(self.bow(z), batch.targets))
             inputs = word_dropout(batch.inputs, word_keep) if self.training else batch.inputs
             return pyro.sample("x", Sentences(self.decoder, z, inputs=inputs), obs=batch.targets)
@@ -166,7 +167,7 @@ class SentenceVAE(nn.Module):
         """q(z | x), under the same plate and the same KL scale as the model's latent sites."""
         if self.z_dim == 0:
             return None
-        pyro.module("encoder", self.encoder)
+        module("encoder", self.encoder)
         return self.guide_given(self.encoder(batch.targets, batch.lengths), size, beta,
                                 discrete=discrete, temperature=temperature)
 
@@ -175,7 +176,7 @@ class SentenceVAE(nn.Module):
         refines h per sentence). widen != 1: a diagonal q's standard deviations times ``widen``
         (an overdispersed importance-sampling proposal). discrete concrete or reinforce: the
         discrete site (the mixture's c, or the code z) drawn as that estimator needs it."""
-        pyro.module("posterior", self.posterior)
+        module("posterior", self.posterior)
         n = h.shape[0]
         with self._plate(n, size):
             beta = max(beta, BETA_FLOOR)
@@ -188,7 +189,7 @@ class SentenceVAE(nn.Module):
                 hard = self.config.straight_through
                 if self.codes:
                     return discrete_site("z", self.posterior, h, discrete, temperature, hard, site_scale)
-                pyro.module("component", self.component)
+                module("component", self.component)
                 discrete_site("c", self.component, h, discrete, temperature, hard, site_scale)
                 return self.posterior.sample(h)
 

@@ -136,6 +136,9 @@ OPTIONS = [
     Option('device', 'auto', 'auto, cpu, cuda or cuda:N.', resumable=True),
     Option('amp', 'off', 'bf16: mixed precision (autocast) for the training step: CUDA tensor cores, or AMX on recent '
            'Xeons (1.7-2x faster at 650 units); off: float32.', choices=('off', 'bf16'), resumable=True),
+    Option('compile', 'off', 'decoder: torch.compile the decoder (dynamic shapes, compiled at the first steps; a part '
+           'that does not compile runs eager). No faster on the CPUs measured (docs/performance.md); off: eager.',
+           choices=('off', 'decoder'), resumable=True),
 ]
 OPTION = {o.name: o for o in OPTIONS}
 RESUMABLE = {o.name for o in OPTIONS if o.resumable}

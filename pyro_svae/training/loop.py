@@ -23,7 +23,7 @@ from .family import SentenceFamily
 from .logs import make_log
 from .optim import GlobalClipAdam
 from .rundir import BEST, CHECKPOINT, METRICS, append_metrics, restore_model
-from .step import DeviceSVI
+from .step import DeviceSVI, compile_networks
 
 READ_EVERY = 20  # steps between host reads of the losses, token counts and (several processes) stop flags
 
@@ -66,6 +66,7 @@ class Trainer:
         self.world.broadcast_params(family.module)
         if self.world.rank:  # its own draws (word dropout, z): process 0 keeps one process's stream
             torch.manual_seed(c.seed + self.world.rank * 2**32)
+        compile_networks(family.module, c.compile)
         self.optim = GlobalClipAdam(c.lr, c.clip_norm)
         loss = family.loss()
         # Pyro's ELBOs bring their own loss_and_grads; ours backpropagates without retaining the graph
