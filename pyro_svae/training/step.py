@@ -1,7 +1,6 @@
 """The training step: ``pyro.infer.SVI`` with the loss left on the device and the trained
 parameters captured once."""
 
-import torch
 from pyro import poutine
 from pyro.infer import SVI
 
