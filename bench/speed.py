@@ -41,6 +41,9 @@ from pyro_svae.data.tokenizers import WordTokenizer  # noqa: E402
 from pyro_svae.training.optim import GlobalClipAdam, make_adam  # noqa: E402
 
 
+DEFAULT_THREADS = torch.get_num_threads()
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -189,8 +192,7 @@ def main():
 def measure(args):
     """Time every variant at one size; print the table. -> (preset name, {variant: ms per step})."""
     device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or DEFAULT_THREADS)  # a preset's count does not carry to the next
     pyro.enable_validation(args.validation)  # for every variant alike, as Trainer does for its steps
     pyro.clear_param_store()
     torch.manual_seed(0)

@@ -36,6 +36,8 @@ def _recipes_table(root, run):
 SCRIPTS = {
     "rate_distortion.py": _recipes_table,
     "overlap.py": lambda root, run: [run, "--limit", "5", "--beam", "2", "--max-tokens", "6"],
+    "overhead.py": lambda root, run: ["--data", f"{root}/ptb", "--length", "6", "--batch-size", "4", "--steps", "2",
+                                      "--rounds", "1"],
     "ptb.py": lambda root, run: ["--data", f"{root}/ptb", "--out", f"{root}/runs-ptb", "--epochs", "1",
                                  "--iw-samples", "2", "--chunk", "2", "--amp", "off", "--device", "cpu"],
     "recipes.py": lambda root, run: ["--corpus-dir", f"{root}/plain", "--recipes", "default,ae,lm", "--minutes", "0",

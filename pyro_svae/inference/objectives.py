@@ -136,10 +136,9 @@ class OnDevice:
         return model_trace, guide_trace
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
-        loss = 0.0
-        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            loss = loss + self._differentiable_loss_particle(model_trace, guide_trace)[1]
-        return loss / self.num_particles
+        losses = [self._differentiable_loss_particle(model_trace, guide_trace)[1]
+                  for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs)]
+        return losses[0] if len(losses) == 1 else sum(losses) / len(losses)
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
         """For SVI: the loss (a detached 0-d tensor), after its backward pass."""

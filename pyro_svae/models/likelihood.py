@@ -83,7 +83,7 @@ class Sentences(TorchDistribution):
 
     def __init__(self, decoder, z, inputs=None, strategy=None, max_len=50, batch_size=None):
         self.decoder, self.z, self.inputs = decoder, z, inputs
-        self.strategy, self.max_len = strategy or Greedy(), max_len
+        self.strategy, self.max_len = strategy, max_len  # None: greedy
         B = batch_size or (z.shape[0] if z is not None else inputs.shape[0])
         T = inputs.shape[-1] if inputs is not None else max_len
         super().__init__(batch_shape=torch.Size([B]), event_shape=torch.Size([T]), validate_args=False)
@@ -102,4 +102,4 @@ class Sentences(TorchDistribution):
     def sample(self, sample_shape=torch.Size()):
         if sample_shape != torch.Size():
             raise NotImplementedError("draw several sentences by repeating z")
-        return self.strategy(self.decoder, self.z, self.max_len, self.batch_shape[0])
+        return (self.strategy or Greedy())(self.decoder, self.z, self.max_len, self.batch_shape[0])
