@@ -173,6 +173,7 @@ class Batch:
     inputs: torch.Tensor  # [B, T]
     targets: torch.Tensor  # [B, T]
     lengths: torch.Tensor  # [B] = n + 1, the tokens scored per sentence (with </s>); on the host
+    labels: torch.Tensor = None  # [B] int64 class ids, -1 where unlabeled (a labeled corpus); on the host
 
     @property
     def mask(self):
@@ -191,16 +192,25 @@ class Batch:
         if torch.device(device).type == "cpu":
             return self
         move = lambda t: t.pin_memory().to(device, non_blocking=True)  # noqa: E731
-        return Batch(self.index, move(self.inputs), move(self.targets), self.lengths)
+        return Batch(self.index, move(self.inputs), move(self.targets), self.lengths, self.labels)
 
     def repeat(self, k):
         """Each sentence k times in a row: [B*k, T]."""
         r = lambda t: t.repeat_interleave(k, dim=0)  # noqa: E731
-        return Batch(r(self.index), r(self.inputs), r(self.targets), r(self.lengths))
+        return Batch(r(self.index), r(self.inputs), r(self.targets), r(self.lengths),
+                     None if self.labels is None else r(self.labels))
+
+    def select(self, rows):
+        """The sentences at ``rows`` (a host int64 tensor) as a Batch, padding trimmed to its longest."""
+        T = int(self.lengths[rows].max()) if len(rows) else 1
+        device_rows = rows.to(self.targets.device)
+        return Batch(self.index[rows], self.inputs[device_rows, :T], self.targets[device_rows, :T], self.lengths[rows],
+                     None if self.labels is None else self.labels[rows])
 
 
-def make_batch(ids, index=None):
-    """Batch from a list of token-id lists (without <s> and </s>)."""
+def make_batch(ids, index=None, labels=None):
+    """Batch from a list of token-id lists (without <s> and </s>); ``labels``: a class id per
+    sentence (-1: unlabeled), or None."""
     sizes = [len(s) + 1 for s in ids]
     lengths, T = torch.tensor(sizes, dtype=torch.long), max(sizes)
     inputs = torch.full((len(ids), T), PAD, dtype=torch.long)
@@ -212,7 +222,8 @@ def make_batch(ids, index=None):
         targets[row, : len(s)] = s
         targets[row, len(s)] = EOS
     index = torch.arange(len(ids)) if index is None else torch.as_tensor(index, dtype=torch.long)
-    return Batch(index, inputs, targets, lengths)
+    labels = None if labels is None else torch.as_tensor(labels, dtype=torch.long)
+    return Batch(index, inputs, targets, lengths, labels)
 
 
 class BatchOrder:
@@ -267,4 +278,6 @@ def gather(split, positions):
     """The Batch of ``split``'s sentences at ``positions`` (a list or an int64 tensor)."""
     if torch.is_tensor(positions):
         positions = positions.tolist()
-    return make_batch([split.sentence(i) for i in positions], index=positions)
+    labels = getattr(split, "labels", None)
+    return make_batch([split.sentence(i) for i in positions], index=positions,
+                      labels=None if labels is None else labels[positions].astype("int64"))

@@ -2,7 +2,9 @@
 
 A store is a folder holding, per split, ``SPLIT.tokens`` (every sentence's token ids end to
 end, ``uint16`` when the vocabulary fits, else ``uint32``) and ``SPLIT.offsets`` (``int64``,
-sentence i is ``tokens[offsets[i]:offsets[i+1]]``), the tokenizer (``tokenizer.json``, and
+sentence i is ``tokens[offsets[i]:offsets[i+1]]``); with ``labels="tab"`` (lines
+``LABEL<TAB>sentence``) also ``SPLIT.labels`` (``int16``, an index into store.json's label names,
+-1 for an unlabeled sentence: an empty label, ``?`` or no tab); the tokenizer (``tokenizer.json``, and
 ``spm.model`` for sentencepiece) and ``store.json`` (written last: a store without it is
 incomplete). Preparing streams the text: the corpus is never held in memory, only the word
 counts, one byte per line of a file that must be split, and a bounded sample for sentencepiece.
@@ -29,6 +31,7 @@ STORE = "store.json"
 FORMAT = 1
 CHUNK = 8192  # lines per encoding job
 PARALLEL_BYTES = 16 << 20  # corpora smaller than this are encoded in this process
+MAX_LABELS = 1000  # more label names than this: not a labeled corpus
 SPM_SAMPLE = 2_000_000  # sentencepiece trains on at most this many random training lines
 
 
@@ -41,14 +44,20 @@ class StoreOptions:
     min_count: int = 1
     max_len: int = 60  # training sentences only; evaluation splits stay whole
     too_long: str = "drop"
+    labels: str = "none"  # tab: each line is LABEL<TAB>sentence
 
 
 class MappedSplit:
     """One split of a store, memory-mapped: ``len``, ``lengths`` [N] (int64, in memory) and
-    ``sentence(i)`` (a list of ids), as ``corpus.EncodedSplit``."""
+    ``sentence(i)`` (a list of ids), as ``corpus.EncodedSplit``; ``labels`` [N] (int16, -1:
+    unlabeled) in a labeled store, else None."""
 
-    def __init__(self, folder, name, dtype):
+    def __init__(self, folder, name, dtype, labeled=False):
         tokens = os.path.join(folder, f"{name}.tokens")
+        path = os.path.join(folder, f"{name}.labels")
+        self.labels = None
+        if labeled:
+            self.labels = np.memmap(path, dtype=np.int16, mode="r") if os.path.getsize(path) else np.zeros(0, np.int16)
         self.offsets = np.memmap(os.path.join(folder, f"{name}.offsets"), dtype=np.int64, mode="r")
         # numpy cannot map an empty file: an empty split has no tokens to read
         self.tokens = (np.memmap(tokens, dtype=dtype, mode="r") if os.path.getsize(tokens)
@@ -90,11 +99,13 @@ def open_store(folder):
     splits = {}
     for name, meta in info["splits"].items():
         try:
-            splits[name] = MappedSplit(folder, name, np.dtype(meta["dtype"]))
+            splits[name] = MappedSplit(folder, name, np.dtype(meta["dtype"]), "labels" in info)
         except (OSError, ValueError) as e:
             raise SVAEError(f"{folder}: the store's {name} split is unreadable ({e.__class__.__name__}); "
                             f"prepare it again") from None
-        if len(splits[name]) != meta["sentences"] or int(splits[name].offsets[-1]) != meta["tokens"]:
+        labels = splits[name].labels
+        if len(splits[name]) != meta["sentences"] or int(splits[name].offsets[-1]) != meta["tokens"] \
+                or (labels is not None and len(labels) != meta["sentences"]):
             raise SVAEError(f"{folder}: the store's {name} split is incomplete; prepare it again")
     return splits
 
@@ -108,11 +119,11 @@ def prepare_store(data, out, options=None, workers=0, log=print, progress=True):
     o = options or StoreOptions()
     files = split_files(data)
     os.makedirs(out, exist_ok=True)
-    sources, read, checksums = _scan(files, log, progress)
+    sources, read, checksums, names = _scan(files, log, progress, o.labels == "tab")
     tokenizer = _build_tokenizer(sources, o, out, progress)
     total_bytes = sum(os.path.getsize(f) for f, _ in sources)
     workers = workers or ((os.cpu_count() or 1) if total_bytes > PARALLEL_BYTES else 1)
-    counts = _encode(sources, tokenizer, o, out, workers, progress)
+    counts = _encode(sources, tokenizer, o, out, workers, progress, names)
     for name, c in counts.items():
         verb = "dropped" if o.too_long == "drop" else "truncated"
         log(f"{name}: {c['sentences']} sentences, {c['tokens']} tokens"
@@ -125,6 +136,11 @@ def prepare_store(data, out, options=None, workers=0, log=print, progress=True):
     info = {"format": FORMAT, "source": os.path.abspath(data), "options": dataclasses.asdict(o),
             "vocab_size": len(tokenizer), "vocab_hash": vocab_hash(tokenizer), "data_sha256": checksums,
             "read": read, "splits": counts}
+    if names is not None:
+        info["labels"] = names
+        log("labels: " + ", ".join(f"{n} ({sum(c['label_counts'][i] for c in counts.values())})"
+                                   for i, n in enumerate(names))
+            + f"; unlabeled {sum(c['unlabeled'] for c in counts.values())}")
     atomic_write_bytes(os.path.join(out, STORE), json.dumps(info, indent=1).encode())
     return tokenizer, open_store(out), info
 
@@ -138,15 +154,35 @@ def load_store(folder):
     return tokenizer, open_store(folder), info
 
 
-def _scan(files, log, progress):
-    """First pass over every file: count its lines, hash it, and decide each line's split.
-    -> ([(file, assign)], read stats per split, sha256 per file name). ``assign`` is the split's
-    name when the file is one split, else a uint8 array giving the split of each of its sentences."""
-    sources, read, checksums = [], {}, {}
+def split_label(line):
+    """``LABEL<TAB>sentence`` -> (label name or None, sentence); no tab, an empty label or ``?``:
+    an unlabeled sentence (None)."""
+    label, tab, text = line.partition("\t")
+    if not tab:
+        return None, line
+    label = label.strip()
+    return (label if label not in ("", "?") else None), text.strip()
+
+
+def _scan(files, log, progress, labeled=False):
+    """First pass over every file: count its lines, hash it, decide each line's split and, for a
+    labeled corpus, collect the label names. -> ([(file, assign)], read stats per split, sha256
+    per file name, the label names in order (numbers by value) or None). ``assign`` is the split's name
+    when the file is one split, else a uint8 array giving the split of each of its sentences."""
+    sources, read, checksums, names = [], {}, {}, set()
     for split, path in files.items():
         stats, digest = ReadStats(), hashlib.sha256()
         with _bar(path, f"reading {os.path.basename(path)}", progress) as bar:
-            n = sum(1 for _ in iter_lines(path, stats, digest=digest, bar=bar))
+            n = 0
+            for line in iter_lines(path, stats, digest=digest, bar=bar):
+                n += 1
+                if labeled:
+                    label = split_label(line)[0]
+                    if label is not None:
+                        names.add(label)
+                        if len(names) > MAX_LABELS:
+                            raise SVAEError(f"{path}: over {MAX_LABELS} different labels; with --labels tab the "
+                                            "first field of each line (before a tab) is its label")
         checksums[os.path.basename(path)] = digest.hexdigest()
         _log_read(log, split, stats)
         read[split] = dataclasses.asdict(stats)
@@ -154,6 +190,10 @@ def _scan(files, log, progress):
     has = {split for _, split, _ in sources}
     if not sum(n for _, split, n in sources if split in ("train", "all")):
         raise SVAEError(f"{files.get('train', files.get('all'))}: the corpus has no non-empty sentence")
+    if labeled and len(names) < 2:
+        raise SVAEError(f"--labels tab: the corpus names {len(names)} label(s); a labeled corpus needs at least 2 "
+                        "(lines LABEL<TAB>sentence)")
+    names = sorted(names, key=lambda n: (not n.lstrip("-").isdigit(), int(n) if n.lstrip("-").isdigit() else 0, n))
     out = []
     for path, split, n in sources:
         if split == "all":
@@ -162,36 +202,43 @@ def _scan(files, log, progress):
             out.append((path, split_assignment(n, 0.05, 0.0 if "test" in has else 0.05).numpy()))
         else:
             out.append((path, split))
-    return out, read, checksums
+    return out, read, checksums, (names if labeled else None)
 
 
-def _sentences(source, stats=None, bar=None):
-    """(split, sentence) for every sentence of a source, in file order."""
+def _sentences(source, stats=None, bar=None, labels=None):
+    """(split, sentence, label id) for every sentence of a source, in file order. ``labels``:
+    {name: id} of a labeled corpus (the label is split off the line; -1: unlabeled), or None
+    (the whole line is the sentence, label -1)."""
     path, assign = source
     for i, line in enumerate(iter_lines(path, stats or ReadStats(), bar=bar)):
-        yield (assign if isinstance(assign, str) else SPLITS[assign[i]]), line
+        label = -1
+        if labels is not None:
+            name, line = split_label(line)
+            label = labels[name] if name is not None else -1
+        yield (assign if isinstance(assign, str) else SPLITS[assign[i]]), line, label
 
 
-def _train_lines(sources, progress):
+def _train_lines(sources, progress, labeled=False):
     for source in sources:
         if isinstance(source[1], str) and source[1] != "train":
             continue
         with _bar(source[0], "counting words", progress) as bar:
-            for split, line in _sentences(source, bar=bar):
+            for split, line, _ in _sentences(source, bar=bar):
                 if split == "train":
-                    yield line
+                    yield split_label(line)[1] if labeled else line
 
 
 def _build_tokenizer(sources, o, out, progress):
+    labeled = o.labels == "tab"
     if o.tokenizer == "word":
         counts = {}
-        for line in _train_lines(sources, progress):
+        for line in _train_lines(sources, progress, labeled):
             for w in line.split():
                 counts[w] = counts.get(w, 0) + 1
         return WordTokenizer.from_counts(counts, o.vocab_size, o.min_count)
     # sentencepiece: a uniform random sample of at most SPM_SAMPLE training lines (reservoir)
     rng, sample = random.Random(0), []
-    for i, line in enumerate(_train_lines(sources, progress)):
+    for i, line in enumerate(_train_lines(sources, progress, labeled)):
         if i < SPM_SAMPLE:
             sample.append(line)
         elif (j := rng.randrange(i + 1)) < SPM_SAMPLE:
@@ -216,32 +263,35 @@ def _encode_chunk(lines):
     return flat, lengths
 
 
-def _chunks(sources, progress):
-    """(splits [n], lines [n]) chunks of CHUNK sentences, in corpus order."""
-    names, lines = [], []
+def _chunks(sources, progress, labels=None):
+    """(splits [n], lines [n], label ids [n]) chunks of CHUNK sentences, in corpus order."""
+    names, lines, ids = [], [], []
     for source in sources:
         with _bar(source[0], f"encoding {os.path.basename(source[0])}", progress) as bar:
-            for split, line in _sentences(source, bar=bar):
+            for split, line, label in _sentences(source, bar=bar, labels=labels):
                 names.append(split)
                 lines.append(line)
+                ids.append(label)
                 if len(lines) == CHUNK:
-                    yield names, lines
-                    names, lines = [], []
+                    yield (names, ids), lines
+                    names, lines, ids = [], [], []
     if lines:
-        yield names, lines
+        yield (names, ids), lines
 
 
-def _encode(sources, tokenizer, o, out, workers, progress):
+def _encode(sources, tokenizer, o, out, workers, progress, label_names=None):
     """Encode every sentence into its split's files. -> {split: counts}."""
     dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32
-    writers = {name: _SplitWriter(out, name, dtype, o.max_len if name == "train" else None, o.too_long)
+    labels = {n: i for i, n in enumerate(label_names)} if label_names is not None else None
+    writers = {name: _SplitWriter(out, name, dtype, o.max_len if name == "train" else None, o.too_long,
+                                  len(label_names) if labels is not None else None)
                for name in SPLITS}
     state = tokenizer.state()
     try:
         if workers > 1:
             with multiprocessing.get_context("fork").Pool(workers, _init_worker, (state, out)) as pool:
                 pending = collections.deque()  # at most 2 chunks per worker in flight: bounded memory
-                for names, lines in _chunks(sources, progress):
+                for names, lines in _chunks(sources, progress, labels):
                     pending.append((names, pool.apply_async(_encode_chunk, (lines,))))
                     if len(pending) >= 2 * workers:
                         names, result = pending.popleft()
@@ -251,7 +301,7 @@ def _encode(sources, tokenizer, o, out, workers, progress):
                     _route(writers, names, *result.get())
         else:
             _init_worker(state, out)
-            for names, lines in _chunks(sources, progress):
+            for names, lines in _chunks(sources, progress, labels):
                 _route(writers, names, *_encode_chunk(lines))
         return {name: w.close() for name, w in writers.items()}
     finally:
@@ -259,29 +309,34 @@ def _encode(sources, tokenizer, o, out, workers, progress):
             w.abort()
 
 
-def _route(writers, names, flat, lengths):
+def _route(writers, names_and_labels, flat, lengths):
+    names, labels = names_and_labels
     ends = np.cumsum(lengths)
     starts = ends - lengths
-    for name, a, b in zip(names, starts.tolist(), ends.tolist()):
-        writers[name].add(flat[a:b])
+    for name, label, a, b in zip(names, labels, starts.tolist(), ends.tolist()):
+        writers[name].add(flat[a:b], label)
 
 
 class _SplitWriter:
-    """Appends sentences to SPLIT.tokens / SPLIT.offsets through temporary files, renamed at close."""
+    """Appends sentences to SPLIT.tokens / SPLIT.offsets (and SPLIT.labels, with ``classes``)
+    through temporary files, renamed at close."""
 
     BUFFER = 1 << 16  # sentences buffered before a write
 
-    def __init__(self, folder, name, dtype, max_len, too_long):
-        self.final = [os.path.join(folder, f"{name}.{kind}") for kind in ("tokens", "offsets")]
-        self.temp = [os.path.join(folder, f"{TMP_PREFIX}{name}.{kind}") for kind in ("tokens", "offsets")]
+    def __init__(self, folder, name, dtype, max_len, too_long, classes=None):
+        kinds = ("tokens", "offsets") + (("labels",) if classes is not None else ())
+        self.final = [os.path.join(folder, f"{name}.{kind}") for kind in kinds]
+        self.temp = [os.path.join(folder, f"{TMP_PREFIX}{name}.{kind}") for kind in kinds]
         self.files = [open(path, "wb") for path in self.temp]
         self.dtype, self.max_len, self.too_long = dtype, max_len, too_long
-        self.pieces, self.lengths = [], []
+        self.pieces, self.lengths, self.labels = [], [], []
         self.total, self.counts = 0, {"sentences": 0, "tokens": 0, "too_long": 0, "empty_after_tokenizing": 0,
                                       "dtype": np.dtype(dtype).name}
+        if classes is not None:
+            self.counts.update(label_counts=[0] * classes, unlabeled=0)
         np.zeros(1, dtype=np.int64).tofile(self.files[1])
 
-    def add(self, ids):
+    def add(self, ids, label=-1):
         if len(ids) == 0:
             self.counts["empty_after_tokenizing"] += 1
             return
@@ -292,6 +347,7 @@ class _SplitWriter:
             ids = ids[: self.max_len]
         self.pieces.append(ids)
         self.lengths.append(len(ids))
+        self.labels.append(label)
         if len(self.lengths) >= self.BUFFER:
             self.flush()
 
@@ -301,9 +357,15 @@ class _SplitWriter:
         np.concatenate(self.pieces).astype(self.dtype).tofile(self.files[0])
         ends = self.total + np.cumsum(np.asarray(self.lengths, dtype=np.int64))
         ends.tofile(self.files[1])
+        if len(self.files) == 3:
+            labels = np.asarray(self.labels, dtype=np.int16)
+            labels.tofile(self.files[2])
+            counts = np.bincount(labels[labels >= 0], minlength=len(self.counts["label_counts"]))
+            self.counts["label_counts"] = [a + int(b) for a, b in zip(self.counts["label_counts"], counts)]
+            self.counts["unlabeled"] += int((labels < 0).sum())
         self.total = int(ends[-1])
         self.counts["sentences"] += len(self.lengths)
-        self.pieces, self.lengths = [], []
+        self.pieces, self.lengths, self.labels = [], [], []
 
     def close(self):
         self.flush()

@@ -75,6 +75,8 @@ OPTIONS = [
     Option('min_count', 1, 'word tokenizer: drop words seen fewer times than this.', check=AT_LEAST_1),
     Option('max_len', 60, 'Maximum tokens per training sentence (</s> not counted); valid/test stay whole.', check=AT_LEAST_1),
     Option('too_long', 'drop', 'What to do with longer training sentences: drop or truncate.', choices=('drop', 'truncate')),
+    Option('labels', 'none', 'tab: each line is LABEL<TAB>sentence (an empty label, ? or no tab: unlabeled); the store '
+           'keeps the labels, for --prior class.', choices=('none', 'tab')),
     Option('model', 'vae', 'vae, or lm: the same decoder with no latent (the language-model baseline).', choices=('vae', 'lm')),
     Option('emb_dim', ModelConfig.emb_dim, 'Word embedding size.', check=AT_LEAST_1),
     Option('hidden', ModelConfig.hidden, 'Decoder LSTM size.', check=AT_LEAST_1),
@@ -227,6 +229,6 @@ def check_store_options(data, given):
         return
     stored = read_store_info(data)["options"]
     for key in STORE_OPTIONS:
-        if key in given and given[key] != stored[key]:
+        if key in given and given[key] != stored.get(key, getattr(StoreOptions(), key)):
             raise SVAEError(f"{flag(key)} {given[key]}: the store {data} was prepared with {stored[key]}; "
                             f"prepare another store to change it")

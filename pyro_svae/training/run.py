@@ -44,7 +44,7 @@ def prepare_run(c, out_dir, log, progress=True):
         store = ""
     write_config(out_dir, {
         "train": dataclasses.asdict(c), "vocab_size": len(tokenizer), "data_sha256": info["data_sha256"],
-        "store": store, "counts": info["splits"], "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        "store": store, "counts": info["splits"], "labels": info.get("labels"), "created": datetime.datetime.now().isoformat(timespec="seconds"),
         "versions": {"pyro_svae": __version__, "pyro": pyro.__version__, "torch": torch.__version__,
                      "python": platform.python_version()},
     })
