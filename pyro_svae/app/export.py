@@ -17,9 +17,8 @@ from .. import __version__
 from ..checkpoint import atomic_write_bytes, file_sha256, load_checkpoint
 from ..data.tokenizers import load_tokenizer, vocab_hash
 from ..errors import SVAEError
-from ..models.vae import SentenceVAE
 from ..training.config import OPTIONS
-from ..training.rundir import BEST, CHECKPOINT, METRICS, model_config, read_config
+from ..training.rundir import BEST, CHECKPOINT, METRICS, build_model, read_config
 
 FORMAT, FORMAT_VERSION = "pyro-svae-model", 1
 WEIGHTS, CONFIG, TOKENIZER, CARD = "model.safetensors", "config.json", "tokenizer.json", "README.md"
@@ -84,7 +83,7 @@ def load_folder(path, device="cpu"):
         state = load_file(weights, device=str(device))
     except (SafetensorError, OSError, ValueError) as e:
         raise SVAEError(f"{weights}: not readable safetensors ({e.__class__.__name__})") from None
-    svae = SentenceVAE(model_config(config, len(tokenizer))).to(device)
+    svae = build_model(config, len(tokenizer)).to(device)
     try:
         svae.load_state_dict(state)
     except RuntimeError:

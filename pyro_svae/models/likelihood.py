@@ -74,6 +74,8 @@ def shift_right(targets):
 
 class Sentences(TorchDistribution):
     """Token sequences [B, T] from ``decoder`` given z [B, Z] (z = None: no latent, B = batch_size).
+    z [..., B, Z] with dims on the left (an enumerated class, models/labeled.py): batch shape
+    [..., B], every code scoring the same sentences.
 
     inputs: the teacher-forcing inputs for log_prob (e.g. after word dropout); by default the
     observed tokens shifted right. strategy and max_len: how ``sample`` decodes."""
@@ -84,9 +86,9 @@ class Sentences(TorchDistribution):
     def __init__(self, decoder, z, inputs=None, strategy=None, max_len=50, batch_size=None):
         self.decoder, self.z, self.inputs = decoder, z, inputs
         self.strategy, self.max_len = strategy, max_len  # None: greedy
-        B = batch_size or (z.shape[0] if z is not None else inputs.shape[0])
+        batch = torch.Size([batch_size]) if batch_size else z.shape[:-1] if z is not None else inputs.shape[:1]
         T = inputs.shape[-1] if inputs is not None else max_len
-        super().__init__(batch_shape=torch.Size([B]), event_shape=torch.Size([T]), validate_args=False)
+        super().__init__(batch_shape=batch, event_shape=torch.Size([T]), validate_args=False)
 
     def expand(self, batch_shape, _instance=None):
         if torch.Size(batch_shape) != self.batch_shape:
@@ -96,7 +98,12 @@ class Sentences(TorchDistribution):
     def log_prob(self, value):
         """value: tokens [B, T] (w1..wn </s>, padded) -> log p(x | z) [B]."""
         inputs = self.inputs if self.inputs is not None else shift_right(value)
-        logits, _ = self.decoder(inputs, self.z)
+        z = self.z
+        if z is not None and z.dim() > 2:  # codes [..., B, Z]: the sentences once per leading index
+            copies = z.shape[:-2].numel()
+            logits, _ = self.decoder(inputs.repeat(copies, 1), z.reshape(-1, z.shape[-1]))
+            return -token_nll(logits, value.repeat(copies, 1)).sum(-1).view(z.shape[:-1])
+        logits, _ = self.decoder(inputs, z)
         return -token_nll(logits, value).sum(-1)
 
     def sample(self, sample_shape=torch.Size()):

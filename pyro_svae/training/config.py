@@ -10,6 +10,7 @@ from ..errors import SVAEError
 from ..inference.schedules import parse_schedule
 from ..models.discrete import estimator, parse_mixture, parse_tau
 from ..models.guides import guide_class, make_guide
+from ..models.labeled import parse_classes
 from ..models.vae import ModelConfig
 from .logs import BACKENDS, check_backend
 from .rundir import BEST, read_config
@@ -91,7 +92,10 @@ OPTIONS = [
     Option('guide', ModelConfig.guide, 'Variational family: diag, lowrank:R, fullrank, iaf:K, delta, hier-meanfield, hier-'
            'structured.'),
     Option('prior', ModelConfig.prior, 'standard: N(0, I); hier: p(z1) p(z2|z1) (with a hier-* guide); mixture:K: a learned mixture '
-           'of K Gaussians whose component is discrete (see --discrete).'),
+           'of K Gaussians whose component is discrete (see --discrete); class[:K]: the label y ~ Cat(1/K) is a cause '
+           'of x beside z (Kingma et al. 2014 M2; --labels tab: known where labeled, summed over where not).'),
+    Option('alpha', 10.0, "--prior class: weight of the classification term alpha * log q(y|x) on each labeled "
+           "sentence (Kingma's alpha).", check=(lambda v: v >= 0, ">= 0")),
     Option('latent', ModelConfig.latent, 'gaussian, or categorical:M,K: z is M categorical variables with K classes each (uniform '
            'prior; the code has M x K dimensions and --z-dim is not used).'),
     Option('discrete', ModelConfig.discrete, "How a discrete latent is trained: enum (the mixture's component summed out exactly by "
@@ -202,8 +206,15 @@ def _check_latent(c):
     if c.z_dim <= 0:
         raise SVAEError("--z-dim must be positive for a VAE (use --model lm for no latent)")
     make_guide(c.guide, 4, c.z_dim)  # a valid family and argument
+    if c.prior.partition(":")[0] == "class":
+        parse_classes(c.prior, ["?", "?"])  # a valid K; the corpus's labels are checked when it is read
+        if c.guide != "diag" or c.latent != "gaussian":
+            raise SVAEError("--prior class: q(z | x, y) is the diag guide over a Gaussian z (--guide diag)")
+        if c.iw_particles > 1 or c.pretrain_steps or c.bow > 0:
+            raise SVAEError("--prior class trains on its enumerated ELBO: no --iw-particles, --pretrain-steps or --bow")
+        return
     if c.prior not in ("standard", "hier") and not parse_mixture(c.prior):
-        raise SVAEError(f"--prior {c.prior!r}: use one of standard, hier, mixture:K")
+        raise SVAEError(f"--prior {c.prior!r}: use one of standard, hier, mixture:K, class[:K]")
     discrete = estimator(c.prior, c.latent, c.discrete)  # a valid latent and estimator
     wanted = guide_class(c.guide).prior
     if wanted != ("standard" if parse_mixture(c.prior) else c.prior):

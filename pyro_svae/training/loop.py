@@ -20,9 +20,10 @@ from ..errors import SVAEError
 from ..progress import progress_bar
 from .distributed import World
 from .family import SentenceFamily
+from .labeled import LabeledFamily
 from .logs import make_log
 from .optim import GlobalClipAdam
-from .rundir import BEST, CHECKPOINT, METRICS, append_metrics, restore_model
+from .rundir import BEST, CHECKPOINT, METRICS, append_metrics, read_config, restore_model
 from .step import DeviceSVI, compile_networks
 
 READ_EVERY = 20  # steps between host reads of the losses, token counts and (several processes) stop flags
@@ -46,7 +47,10 @@ def sentence_trainer(c, out_dir, tokenizer, splits, log=print, progress=True, wo
     device = device if device is not None else resolve_device(c.device)
     pyro.clear_param_store()
     pyro.set_rng_seed(c.seed)
-    family = SentenceFamily(c, tokenizer, device)
+    if c.prior.partition(":")[0] == "class":
+        family = LabeledFamily(c, tokenizer, device, read_config(out_dir).get("labels"))
+    else:
+        family = SentenceFamily(c, tokenizer, device)
     return Trainer(family, c, out_dir, tokenizer, splits, log, progress, world, device)
 
 

@@ -1,0 +1,163 @@
+"""Labels as a cause of the sentence: Kingma et al. 2014's M2 for sentences (``--prior class``).
+
+    model:  y ~ Cat(1/K),  z ~ N(0, I) (scaled by beta),  x ~ p(x | z, y)
+            the decoder reads [z, onehot(y)] (its initial state and, with feed_z, every step)
+    guide:  y ~ q(y | x)     a classifier on the encoder's summary h
+            z ~ q(z | x, y)  the diag head on [h, onehot(y)]
+
+A batch holds labeled and unlabeled sentences; each kind has its own plate over its part of the
+corpus (``sizes``), so the ELBO is scaled to the corpus. Where y is observed the model scores it
+and adds Kingma's classification term, alpha * log q(y | x), as a ``pyro.factor``; where it is
+not, the guide's y is enumerated in parallel (``TraceEnum_ELBO`` sums it exactly):
+
+    ELBO(x) = sum_y q(y|x) [ELBO(x | y) + log p(y) - log q(y|x)].
+
+Without any label it is an unsupervised model whose K clusters are causes of x."""
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pyro import poutine
+
+from ..errors import SVAEError
+from .guides import DiagonalNormal
+from .likelihood import Sentences
+from .networks import Decoder, Encoder, word_dropout
+from .registration import module
+
+BETA_FLOOR = 1e-4
+PARTS = ("labeled", "unlabeled")
+
+
+def parse_classes(prior, names=None):
+    """``class`` (as many classes as the corpus names labels) or ``class:K`` -> K."""
+    kind, _, arg = prior.partition(":")
+    if kind != "class":
+        return 0
+    if arg:
+        if not arg.isdigit() or int(arg) < 2:
+            raise SVAEError(f"--prior {prior}: K must be an integer of at least 2 (class:K)")
+        k = int(arg)
+        if names and len(names) > k:
+            raise SVAEError(f"--prior {prior}: the corpus names {len(names)} labels")
+        return k
+    if not names:
+        raise SVAEError("--prior class: the corpus has no labels (--labels tab); give the number of classes, class:K")
+    return len(names)
+
+
+class LabeledVAE(nn.Module):
+    """M2 on sentences: ``model`` and ``guide`` take a Batch whose ``labels`` are class ids (-1:
+    unknown); ``sizes`` = {"labeled": N_l, "unlabeled": N_u} scales each part to the corpus."""
+
+    prior_kind = "class"
+
+    def __init__(self, config, classes, alpha=1.0):
+        super().__init__()
+        c = self.config = config
+        if c.guide.partition(":")[0] != "diag":
+            raise SVAEError(f"--prior class: q(z | x, y) is the diag guide for now, not {c.guide!r}")
+        self.classes, self.alpha, self.z_dim = classes, alpha, c.z_dim
+        self.decoder = Decoder(c.vocab_size, c.emb_dim, c.hidden, c.z_dim + classes, c.dec_layers, c.feed_z, c.tie,
+                               c.dropout, c.skip, inputless=c.word_keep == 0)
+        self.encoder = Encoder(c.vocab_size, c.emb_dim, c.enc_hidden or c.hidden, c.enc_layers, c.bidirectional,
+                               c.dropout)
+        self.classifier = nn.Sequential(nn.Linear(self.encoder.out_dim, self.encoder.out_dim), nn.Tanh(),
+                                        nn.Linear(self.encoder.out_dim, classes))
+        self.posterior = DiagonalNormal(self.encoder.out_dim + classes, c.z_dim)
+
+    @property
+    def device(self):
+        return self.decoder.out.weight.device
+
+    def code(self, z, y):
+        """The decoder's input: [z, onehot(y)], broadcast over y's enumeration dims: [..., B, Z + K]."""
+        onehot = F.one_hot(y, self.classes).to(z.dtype)
+        shape = torch.broadcast_shapes(z.shape[:-1], onehot.shape[:-1])
+        return torch.cat([z.expand(*shape, -1), onehot.expand(*shape, -1)], dim=-1)
+
+    def q_y(self, h):
+        """q(y | x) for encoder summaries h [B, H]: a Categorical with batch shape [B]."""
+        return dist.Categorical(logits=self.classifier(h))
+
+    def q_z(self, h, y):
+        """q(z | x, y) for h [B, H] and y [..., B] (ids; enumerated dims on the left): batch [..., B]."""
+        onehot = F.one_hot(y, self.classes).to(h.dtype)
+        shape = torch.broadcast_shapes(h.shape[:-1], onehot.shape[:-1])
+        return self.posterior(torch.cat([h.expand(*shape, -1), onehot.expand(*shape, -1)], dim=-1))
+
+    def parts(self, batch):
+        """{"labeled": rows, "unlabeled": rows} of a batch (host int64 tensors), the empty ones left out."""
+        labels = batch.labels if batch.labels is not None else torch.full((batch.size,), -1)
+        rows = {"labeled": (labels >= 0).nonzero().flatten(), "unlabeled": (labels < 0).nonzero().flatten()}
+        return {name: r for name, r in rows.items() if len(r)}
+
+    def _plate(self, name, n, size):
+        if size is None:
+            return pyro.plate(name, n)
+        return pyro.plate(name, size, subsample=torch.arange(n))
+
+    def model(self, batch=None, sizes=None, beta=1.0, word_keep=1.0, y=None, n=None, strategy=None, max_len=50,
+              **kwargs):
+        """p(x, y, z). With a batch, x is observed (and y where labeled); without, n sentences of
+        class ``y`` (ids [n], or drawn from p(y)) are decoded with ``strategy``."""
+        module("decoder", self.decoder)
+        module("classifier", self.classifier)
+        module("encoder", self.encoder)
+        prior = torch.full((self.classes,), 1.0 / self.classes, device=self.device)
+        if batch is None:
+            with pyro.plate("sentences", n):
+                y = pyro.sample("y", dist.Categorical(prior), obs=y)
+                z = pyro.sample("z", dist.Normal(torch.zeros(n, self.z_dim, device=self.device), 1.0).to_event(1))
+                return pyro.sample("x", Sentences(self.decoder, self.code(z, y), strategy=strategy, max_len=max_len,
+                                                  batch_size=n))
+        for name, rows in self.parts(batch).items():
+            part = batch.select(rows)
+            with self._plate(name, part.size, (sizes or {}).get(name)):
+                labels = part.labels.to(self.device) if name == "labeled" else None
+                y = pyro.sample(f"y_{name}", dist.Categorical(prior), obs=labels)
+                with poutine.scale(scale=max(beta, BETA_FLOOR)):
+                    z = pyro.sample(f"z_{name}",
+                                    dist.Normal(torch.zeros(part.size, self.z_dim, device=self.device), 1.0).to_event(1))
+                inputs = word_dropout(part.inputs, word_keep) if self.training else part.inputs
+                pyro.sample(f"x_{name}", Sentences(self.decoder, self.code(z, y), inputs=inputs), obs=part.targets)
+                if name == "labeled" and self.alpha > 0:  # Kingma's classification term
+                    h = self.encoder(part.targets, part.lengths)
+                    pyro.factor("classify", self.alpha * self.q_y(h).log_prob(labels))
+
+    def guide(self, batch, sizes=None, beta=1.0, **kwargs):
+        """q(y | x) q(z | x, y): y enumerated where unknown, observed (not sampled) where labeled."""
+        module("encoder", self.encoder)
+        module("classifier", self.classifier)
+        module("posterior", self.posterior)
+        for name, rows in self.parts(batch).items():
+            part = batch.select(rows)
+            h = self.encoder(part.targets, part.lengths)
+            with self._plate(name, part.size, (sizes or {}).get(name)):
+                if name == "labeled":
+                    y = part.labels.to(self.device)
+                else:
+                    y = pyro.sample(f"y_{name}", self.q_y(h), infer={"enumerate": "parallel"})
+                with poutine.scale(scale=max(beta, BETA_FLOOR)):
+                    pyro.sample(f"z_{name}", self.q_z(h, y))
+
+    # -- uses ---------------------------------------------------------------------------------
+    def classify(self, batch):
+        """q(y | x) per sentence: probabilities [B, K]."""
+        return self.q_y(self.encoder(batch.targets, batch.lengths)).probs
+
+    def decode(self, y, z=None, n=None, strategy=None, max_len=50):
+        """Sentences of classes y [N] (ids) from z [N, Z] (or z ~ p(z)) decoded by ``strategy``.
+        -> (z, tokens [N, L])."""
+        n = y.shape[0]
+        model = self.model if z is None else poutine.condition(self.model, data={"z": z})
+        trace = poutine.trace(model).get_trace(y=y, n=n, strategy=strategy, max_len=max_len)
+        return trace.nodes["z"]["value"], trace.nodes["x"]["value"]
+
+    def posterior_mean(self, batch, y=None):
+        """E[z | x, y] [B, Z] under y (ids [B]; default: the most probable class under q(y | x))."""
+        h = self.encoder(batch.targets, batch.lengths)
+        y = self.q_y(h).probs.argmax(-1) if y is None else y
+        return self.q_z(h, y).mean

@@ -1,0 +1,148 @@
+"""The labeled family (``--prior class``, models/labeled.py) for the training loop: Kingma's M2
+trained on a corpus whose labels are known for some sentences, the rest summed over exactly."""
+
+import dataclasses
+
+import torch
+from pyro.infer import TraceEnum_ELBO
+from pyro.distributions.kl import kl_divergence
+
+from ..data.corpus import gather, sorted_batches
+from ..devices import forked_rng
+from ..inference.schedules import parse_schedule
+from ..models.decoding import Greedy
+from ..models.labeled import BETA_FLOOR, PARTS, LabeledVAE, parse_classes
+from .rundir import model_config
+
+
+class LabeledELBO(TraceEnum_ELBO):
+    """``TraceEnum_ELBO`` (one plate per part of the batch; the guide's unknown y enumerated in
+    parallel), with a free-bits floor on z: per part and latent dimension, the batch-averaged KL
+    of q(z | x, y) from N(0, I) (averaged over q(y | x) where y is enumerated) counts as at least
+    ``free_bits`` nats. The loss stays on the device (a 0-d tensor)."""
+
+    def __init__(self, free_bits=0.0):
+        super().__init__(max_plate_nesting=1)
+        self.free_bits = free_bits
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        total = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            total = total - self._differentiable_elbo(model_trace, guide_trace) + self.penalty(guide_trace)
+        return total / self.num_particles
+
+    def _differentiable_elbo(self, model_trace, guide_trace):
+        from pyro.infer.traceenum_elbo import _compute_dice_elbo
+        return _compute_dice_elbo(model_trace, guide_trace)
+
+    def penalty(self, guide_trace):
+        """scale x batch x sum_d max(0, floor - KL_d), per part (0 without a floor)."""
+        if self.free_bits <= 0:
+            return 0.0
+        total = 0.0
+        for part in PARTS:
+            site = guide_trace.nodes.get(f"z_{part}")
+            if site is None:
+                continue
+            q = site["fn"].base_dist
+            kl = kl_divergence(q, type(q)(torch.zeros_like(q.loc), torch.ones_like(q.scale)))  # [..., B, Z]
+            y = guide_trace.nodes.get(f"y_{part}")
+            if y is not None:  # E over q(y | x): probs [B, K] -> [K, B, 1] against kl [K, B, Z]
+                kl = (y["fn"].probs.transpose(0, 1).unsqueeze(-1) * kl).sum(0)
+            units = kl.mean(0)  # [Z]
+            total = total + site["scale"] * kl.shape[0] * (self.free_bits - units).clamp(min=0).sum()
+        return total
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return loss.detach()
+
+
+class LabeledFamily:
+    """M2 of config ``c`` on a corpus with labels ``names`` (some sentences may be unlabeled)."""
+
+    def __init__(self, c, tokenizer, device, names):
+        self.c, self.tokenizer, self.names = c, tokenizer, names or []
+        classes = parse_classes(c.prior, names)
+        self.module = self.svae = LabeledVAE(model_config({"train": dataclasses.asdict(c)}, len(tokenizer)),
+                                             classes, c.alpha).to(device)
+        self.model, self.guide = self.svae.model, self.svae.guide
+        self.schedule, self.sizes = None, None
+
+    def start(self, total_steps):
+        self.schedule = parse_schedule(self.c.kl_schedule, total_steps)
+
+    def loss(self):
+        return LabeledELBO(self.c.free_bits)
+
+    def beta(self, step):
+        return self.schedule(step)
+
+    def batch(self, split, positions, device):
+        if self.sizes is None:  # each part's share of the corpus, for its plate's scale
+            labels = getattr(split, "labels", None)
+            labeled = int((labels >= 0).sum()) if labels is not None else 0
+            self.sizes = {"labeled": labeled, "unlabeled": len(split) - labeled}
+        return gather(split, positions).to(device)
+
+    def step_kwargs(self, step, size):
+        return dict(sizes=self.sizes, beta=self.beta(step), word_keep=self.c.word_keep)
+
+    def before_step(self, step, optim, log):
+        pass
+
+    def progress(self, batch, step):
+        return {"beta": max(self.beta(step), BETA_FLOOR)}
+
+    def samples(self, n=4):
+        """A greedy sentence of each class in turn from z ~ p(z) (forked RNG): the logs' text."""
+        was_training = self.svae.training
+        self.svae.eval()
+        with torch.no_grad(), forked_rng(self.svae.device):
+            torch.manual_seed(self.c.seed)
+            y = torch.arange(n, device=self.svae.device) % self.svae.classes
+            _, tokens = self.svae.decode(y, strategy=Greedy(unk=False), max_len=self.c.max_len + 1)
+        self.svae.train(was_training)
+        return [f"[{self.label_name(int(k))}] " + self.tokenizer.decode(row.tolist()) for k, row in zip(y, tokens)]
+
+    def label_name(self, k):
+        return self.names[k] if k < len(self.names) else str(k)
+
+    def validate(self, split, batch_size, world, step):
+        m = validate_labeled(self.svae, split, batch_size, self.c.seed)
+        columns = {"val_elbo": round(m["elbo"], 4), "val_accuracy": round(m["accuracy"], 4)
+                   if m["labeled"] else float("nan")}
+        return {**m, "score": m["elbo"], "beta": round(max(self.beta(max(step - 1, 0)), BETA_FLOOR), 6),
+                "columns": columns, "extra": {}}
+
+    def report(self, m):
+        accuracy = f", accuracy {m['accuracy']:.3f} on {m['labeled']} labeled" if m["labeled"] else ""
+        return [f"val ELBO {m['elbo']:.2f} (labels summed over){accuracy}"]
+
+
+@torch.no_grad()
+def validate_labeled(svae, split, batch_size=64, seed=0):
+    """Over ``split``, beta = 1, no subsample scaling: the mean ELBO per sentence with every label
+    summed over (as if unknown), and the accuracy of argmax q(y | x) on its labeled sentences.
+    Leaves the global RNG as it found it."""
+    was_training = svae.training
+    svae.eval()
+    elbo, right, labeled, n = 0.0, 0, 0, 0
+    loss = TraceEnum_ELBO(max_plate_nesting=1)
+    with forked_rng(svae.device):
+        for i, positions in enumerate(sorted_batches(split, batch_size)):
+            torch.manual_seed(seed * 1_000_003 + i)
+            batch = gather(split, positions).to(svae.device)
+            labels = batch.labels
+            if labels is not None:
+                known = labels >= 0
+                guess = svae.classify(batch).argmax(-1).cpu()
+                right += int((guess[known] == labels[known]).sum())
+                labeled += int(known.sum())
+            hidden = dataclasses.replace(batch, labels=None)
+            elbo -= loss.loss(svae.model, svae.guide, hidden)
+            n += batch.size
+    svae.train(was_training)
+    return {"elbo": elbo / max(n, 1), "accuracy": right / labeled if labeled else float("nan"),
+            "labeled": labeled, "sentences": n}
