@@ -78,6 +78,9 @@ def _check_sentences(sentences):
 def create_app(run, split="valid", device="auto", checkpoint="best", map_size=1000, projection="auto"):
     """The explorer's FastAPI app over the run directory ``run``."""
     vae = load(run, device=device, which=checkpoint, warn=lambda m: None)
+    if hasattr(vae, "classify"):
+        raise SVAEError(f"{run}: a --prior class run; the explorer does not show one yet (use sample --label, "
+                        "classify and transfer)")
     lock = threading.Lock()  # one request at a time uses the model (and the global RNG)
     latent_map = vae.latent_map(split, map_size, method=projection) if vae.z_dim else None  # an LM has none
     # FastAPI's /docs page loads Swagger UI from a CDN; this one serves it from the swagger-ui-bundle package

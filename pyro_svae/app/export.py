@@ -61,7 +61,7 @@ def export(run_dir, out_dir, which="best", license="other"):
     folder = {"format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__,
               "train": config["train"], "vocab_hash": vocab_hash(tokenizer), "step": state["position"]["step"],
               "checkpoint": which, "weights_sha256": file_sha256(os.path.join(out_dir, WEIGHTS)),
-              "metrics": metrics, "license": license}
+              "metrics": metrics, "license": license, "labels": config.get("labels")}
     atomic_write_bytes(os.path.join(out_dir, CONFIG), json.dumps(folder, indent=1).encode())
     atomic_write_bytes(os.path.join(out_dir, CARD), model_card(folder, out_dir).encode())
     return folder

@@ -17,6 +17,7 @@ from ..devices import resolve_device
 from ..errors import SVAEError
 from ..evaluation.latent_map import latent_map
 from ..evaluation.metrics import evaluate
+from ..models.labeled import LabeledVAE
 from ..training.rundir import load_corpus, load_run
 
 
@@ -171,9 +172,11 @@ class TrainedVAE:
         return experiment([data.sentence(i) for i in range(len(data))], vae, lm, self.tokenizer, fraction, beam,
                           iterations, batch_size, seed, progress)
 
-    def sample(self, n, component=None, **decoding):
+    def sample(self, n, component=None, label=None, **decoding):
         """n draws from the model: z ~ p(z), then x decoded from z. -> (z [n, Z] or None, texts).
-        component k (a mixture prior): z ~ p(z | c = k) instead."""
+        component k (a mixture prior): z ~ p(z | c = k) instead. label: a --prior class run's."""
+        if label is not None:
+            raise SVAEError("--label: this run has no classes (train with --prior class on a labeled corpus)")
         if component is not None:
             mixture = self._mixture()
             if not 0 <= component < mixture.k:
@@ -184,11 +187,11 @@ class TrainedVAE:
         z, tokens = self._run_model(None, n=n, **decoding)
         return z, [self.tokenizer.decode(row.tolist()) for row in tokens]
 
-    def iter_sample(self, n, component=None, chunk=None, **decoding):
+    def iter_sample(self, n, component=None, chunk=None, label=None, **decoding):
         """sample() in pieces of at most ``chunk`` sentences: yields (z, texts)."""
         chunk = chunk or CHUNK
         for start in range(0, n, chunk):
-            yield self.sample(min(chunk, n - start), component, **decoding)
+            yield self.sample(min(chunk, n - start), component, label, **decoding)
 
     def _mixture(self):
         from ..models.discrete import MixturePrior
@@ -308,4 +311,8 @@ def load(run_dir, device="auto", which="best", warn=None):
         svae, tokenizer, config = load_folder(run_dir, resolve_device(device))
     else:
         svae, tokenizer, config = load_run(run_dir, resolve_device(device), which)
+    if isinstance(svae, LabeledVAE):
+        from .labeled import TrainedLabeledVAE
+
+        return TrainedLabeledVAE(svae, tokenizer, config, warn, run_dir)
     return TrainedVAE(svae, tokenizer, config, warn, run_dir)

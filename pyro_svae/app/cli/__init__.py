@@ -9,7 +9,7 @@ import sys
 import click
 
 from ...errors import SVAEError
-from . import analyze, decode, serve, share, train
+from . import analyze, classes, decode, serve, share, train
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="pyro-svae")
@@ -20,7 +20,7 @@ def cli():
 
 for command in (train.train, train.prepare, decode.sample, decode.reconstruct, decode.posterior, decode.homotopy,
                 analyze.evaluate, analyze.impute, analyze.grad_variance, analyze.clusters, serve.serve,
-                train.compare_guides, share.export):
+                train.compare_guides, share.export, classes.classify, classes.transfer):
     cli.add_command(command)
 
 

@@ -2,6 +2,7 @@
 
 import click
 
+from ...errors import SVAEError
 from .options import Emitter, _explorer, _read_sentences, _rows, _search, decoding_options
 
 
@@ -9,15 +10,22 @@ from .options import Emitter, _explorer, _read_sentences, _rows, _search, decodi
 @click.argument("run", type=click.Path())
 @click.option("-n", "n", type=click.IntRange(min=1), default=10, show_default=True, help="How many sentences.")
 @click.option("--component", type=int, default=None, help="A mixture prior: draw z from this component only.")
+@click.option("--label", default=None, help="A --prior class run: decode under this label [default: y ~ p(y)].")
 @decoding_options(unk=False)
-def sample(run, n, component, seed, device, checkpoint, as_json, **o):
+def sample(run, n, component, label, seed, device, checkpoint, as_json, **o):
     """Decode sentences from z drawn from the prior.
 
     Example: python cli.py sample runs/ptb -n 5 --decode beam
     """
     vae = _explorer(run, device, checkpoint, seed)
     with Emitter(as_json) as out:
-        for z, texts in vae.iter_sample(n, component=component, **_search(o)):
+        if hasattr(vae, "iter_sample_labeled"):  # a --prior class run: each sentence's class beside it
+            if component is not None:
+                raise SVAEError("--component is for a mixture prior; a --prior class run takes --label")
+            for names, z, texts in vae.iter_sample_labeled(n, label, **_search(o)):
+                out.write(_rows(z, texts, **{"class": names, "label": names}))
+            return
+        for z, texts in vae.iter_sample(n, component=component, label=label, **_search(o)):
             out.write(_rows(z, texts))
 
 

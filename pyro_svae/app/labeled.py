@@ -1,0 +1,107 @@
+"""A trained ``--prior class`` run (Kingma et al. 2014's M2): sample from a class, classify,
+reconstruct, and transfer a sentence to another class.
+
+    vae = pyro_svae.load("runs/yelp-m2")
+    probs = vae.classify(["the food was great ."])        # q(y | x): [N, K]
+    _, texts = vae.sample(5, label="1")                   # z ~ p(z), decoded under y = "1"
+    source, texts = vae.transfer(["the food was great ."], to="0")"""
+
+import torch
+
+from ..errors import SVAEError
+from ..models.decoding import Beam, Greedy, Sampling, make_strategy
+from .trained import CHUNK, TrainedVAE
+
+
+class TrainedLabeledVAE(TrainedVAE):
+    """TrainedVAE for a LabeledVAE. The label names are the corpus's (config.json), or 0..K-1."""
+
+    @property
+    def labels(self):
+        names = self.config.get("labels") or []
+        return [names[k] if k < len(names) else str(k) for k in range(self.svae.classes)]
+
+    def label_id(self, label):
+        """A label's class id, by name (or by id for a model trained without names)."""
+        names = self.labels
+        if str(label) in names:
+            return names.index(str(label))
+        raise SVAEError(f"unknown label {label!r}; this run's labels: {', '.join(names)}")
+
+    def _need_latent(self):
+        raise SVAEError("this is a --prior class run: it supports sample, classify, reconstruct and transfer")
+
+    def evaluate(self, *args, **kwargs):
+        self._need_latent()
+
+    def _strategy(self, strategy, search):
+        return strategy if isinstance(strategy, (Greedy, Sampling, Beam)) else make_strategy(strategy, **search)
+
+    @torch.inference_mode()
+    def _decode(self, y, z=None, strategy="greedy", max_len=None, **search):
+        """Sentences of classes y [N] from codes z [N, Z] (None: z ~ p(z)). -> (z, texts)."""
+        z, tokens = self.svae.decode(y, z, strategy=self._strategy(strategy, search), max_len=max_len or self.max_len)
+        return z, [self.tokenizer.decode(row.tolist()) for row in tokens]
+
+    def sample(self, n, component=None, label=None, **decoding):
+        """n draws: y (the given label, else y ~ p(y)), z ~ p(z), x decoded. -> (z [n, Z], texts)."""
+        return self.sample_labeled(n, label, **decoding)[1:]
+
+    def sample_labeled(self, n, label=None, **decoding):
+        """As sample, with the classes: -> (label names [n], z [n, Z], texts)."""
+        if label is not None:
+            y = torch.full((n,), self.label_id(label), dtype=torch.long, device=self.svae.device)
+        else:
+            y = torch.randint(self.svae.classes, (n,), device=self.svae.device)
+        z, texts = self._decode(y, **decoding)
+        return [self.labels[k] for k in y.tolist()], z, texts
+
+    def iter_sample_labeled(self, n, label=None, chunk=None, **decoding):
+        chunk = chunk or CHUNK
+        for start in range(0, n, chunk):
+            yield self.sample_labeled(min(chunk, n - start), label, **decoding)
+
+    def iter_sample(self, n, component=None, chunk=None, label=None, **decoding):
+        for _, z, texts in self.iter_sample_labeled(n, label, chunk, **decoding):
+            yield z, texts
+
+    @torch.inference_mode()
+    def classify(self, sentences):
+        """q(y | x) per sentence: probabilities [N, K] (columns in the order of ``labels``)."""
+        return self.svae.classify(self.batch(sentences))
+
+    def iter_classify(self, sentences, chunk=None):
+        """classify() in pieces of at most ``chunk`` sentences: yields probabilities [m, K]."""
+        chunk = chunk or CHUNK
+        for start in range(0, len(sentences), chunk):
+            yield self.classify(sentences[start : start + chunk])
+
+    @torch.inference_mode()
+    def encode_labeled(self, sentences, given=None):
+        """Each sentence's class (``given``, else the most probable under q(y | x)) and E[z | x, y].
+        -> (class ids [N], z [N, Z])."""
+        batch = self.batch(sentences)
+        h = self.svae.encoder(batch.targets, batch.lengths)
+        if given is not None:
+            y = torch.full((batch.size,), self.label_id(given), dtype=torch.long, device=self.svae.device)
+        else:
+            y = self.svae.q_y(h).probs.argmax(-1)
+        return y, self.svae.q_z(h, y).mean
+
+    def reconstruct(self, sentences, **decoding):
+        """Decode E[z | x, y] under each sentence's most probable class y. -> (z, texts)."""
+        y, z = self.encode_labeled(sentences)
+        return self._decode(y, z, **decoding)
+
+    def transfer(self, sentences, to, given=None, **decoding):
+        """Sentiment (or any class) transfer: z = E[z | x, y] under the sentence's own class (given,
+        else predicted), decoded under class ``to``. -> (source label names, texts)."""
+        target = self.label_id(to)
+        y, z = self.encode_labeled(sentences, given)
+        _, texts = self._decode(torch.full_like(y, target), z, **decoding)
+        return [self.labels[k] for k in y.tolist()], texts
+
+    def iter_transfer(self, sentences, to, given=None, chunk=None, **decoding):
+        chunk = chunk or CHUNK
+        for start in range(0, len(sentences), chunk):
+            yield self.transfer(sentences[start : start + chunk], to, given, **decoding)

@@ -1,0 +1,211 @@
+"""Labels as causes of the sentence (--prior class, Kingma et al. 2014's M2): the labeled store,
+the enumerated ELBO against a hand computation, training on a template corpus with 1% of its
+sentences labeled, and the commands (sample --label, classify, transfer)."""
+
+import json
+import math
+import os
+import random
+import sys
+
+import pyro
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pyro_svae.data.corpus import make_batch
+from pyro_svae.data.store import StoreOptions, prepare_store
+from pyro_svae.models.labeled import LabeledVAE
+from pyro_svae.models.vae import ModelConfig
+from pyro_svae.training.config import TrainConfig
+from pyro_svae.training.labeled import LabeledELBO
+from pyro_svae.training.run import train
+
+from conftest import quiet
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+from templates import TEMPLATES  # noqa: E402
+
+K = 3
+
+
+@pytest.fixture
+def m2():
+    torch.manual_seed(0)
+    pyro.clear_param_store()
+    return LabeledVAE(ModelConfig(vocab_size=12, emb_dim=5, hidden=6, z_dim=3), classes=K, alpha=0.7).eval()
+
+
+def log_likelihood(m, batch, z, y):
+    """log p(x | z, y) [B] from the decoder's logits by log-softmax and gather (not the package's kernel)."""
+    logits, _ = m.decoder(batch.inputs, torch.cat([z, F.one_hot(y, K).float()], -1))
+    log_p = logits.log_softmax(-1).gather(-1, batch.targets.unsqueeze(-1)).squeeze(-1)
+    return (log_p * (batch.targets != 0)).sum(-1)
+
+
+def normal(z):
+    return (-0.5 * z ** 2 - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def hand_elbo(m, batch, sizes, beta):
+    """The ELBO of ``batch`` by hand, drawing z in the guide's order (labeled part, then the
+    unlabeled part's draws for every class): labeled sentences give ELBO(x | y) + alpha log q(y|x),
+    unlabeled ones sum_y q(y|x) [ELBO(x | y) - log q(y|x)], each part times its corpus / batch."""
+    total = 0.0
+    for part, rows in (("labeled", batch.labels >= 0), ("unlabeled", batch.labels < 0)):
+        rows = rows.nonzero().flatten()
+        if not len(rows):
+            continue
+        b = batch.select(rows)
+        h = m.encoder(b.targets, b.lengths)
+        log_q_y = m.classifier(h).log_softmax(-1)  # [B, K]
+        scale = sizes[part] / b.size
+        if part == "labeled":
+            q = m.q_z(h, b.labels)
+            z = q.rsample()
+            elbo = (log_likelihood(m, b, z, b.labels) + beta * (normal(z) - q.log_prob(z)) + math.log(1 / K)
+                    + m.alpha * log_q_y.gather(1, b.labels.unsqueeze(1)).squeeze(1))
+        else:
+            ys = torch.arange(K).view(K, 1).expand(K, b.size)
+            q = m.q_z(h, ys)  # batch [K, B]
+            z = q.rsample()
+            given = torch.stack([log_likelihood(m, b, z[k], ys[k]) + beta * (normal(z[k]) - q.log_prob(z)[k])
+                                 + math.log(1 / K) for k in range(K)])  # [K, B]
+            elbo = (log_q_y.exp().T * (given - log_q_y.T)).sum(0)
+        total = total + scale * elbo.sum()
+    return total
+
+
+@pytest.mark.parametrize("labels, sizes", [([-1, -1, -1], {"unlabeled": 3}),
+                                           ([2, 0, 1], {"labeled": 3}),
+                                           ([1, -1, -1], {"labeled": 10, "unlabeled": 40})])
+def test_enumerated_elbo_equals_the_hand_sum_over_classes(m2, labels, sizes):
+    # unlabeled: y enumerated by TraceEnum_ELBO = sum_y q(y|x) (ELBO(x|y) - log q(y|x)); labeled:
+    # ELBO(x|y) + alpha log q(y|x); a mixed batch: each part scaled to its share of the corpus
+    batch = make_batch([[4, 5, 6], [7, 8], [9, 10, 11, 4]], labels=labels)
+    pyro.set_rng_seed(3)
+    loss = LabeledELBO().differentiable_loss(m2.model, m2.guide, batch, sizes=sizes, beta=0.4)
+    pyro.set_rng_seed(3)
+    expected = -hand_elbo(m2, batch, {"labeled": 0, "unlabeled": 0, **sizes}, beta=0.4)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_free_bits_floor_the_kl_of_z_averaged_over_the_classes(m2):
+    batch = make_batch([[4, 5, 6], [7, 8], [9, 10, 11, 4]], labels=[1, -1, -1])
+    sizes = {"labeled": 10, "unlabeled": 40}
+    pyro.set_rng_seed(3)
+    plain = LabeledELBO(0.0).differentiable_loss(m2.model, m2.guide, batch, sizes=sizes, beta=0.4)
+    pyro.set_rng_seed(3)
+    floored = LabeledELBO(5.0).differentiable_loss(m2.model, m2.guide, batch, sizes=sizes, beta=0.4)
+    expected = 0.0
+    for part, rows, size in (("labeled", [0], 10), ("unlabeled", [1, 2], 40)):
+        b = batch.select(torch.tensor(rows))
+        h = m2.encoder(b.targets, b.lengths)
+        ys = b.labels.view(1, -1) if part == "labeled" else torch.arange(K).view(K, 1).expand(K, b.size)
+        q = m2.q_z(h, ys).base_dist
+        kl = 0.5 * (q.scale ** 2 + q.loc ** 2 - 1) - q.scale.log()  # [Y, B, Z]
+        weights = torch.ones(1, b.size) if part == "labeled" else m2.classify(b).T
+        units = (weights.unsqueeze(-1) * kl).sum(0).mean(0)  # E_q(y|x) KL per dimension, batch-averaged
+        expected += 0.4 * size * (5.0 - units).clamp(min=0).sum()
+    assert float(floored - plain) == pytest.approx(float(expected), rel=1e-5)
+    assert float(expected) > 0
+
+
+def test_labeled_store_keeps_labels_and_their_names(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "train.txt").write_text("pos\ta good day\nneg\ta bad day\n\ta day\n?\tsome day\nno tab here\n"
+                                      "neg\tfar too long a sentence for the limit\nneg\tbad\n")
+    (corpus / "valid.txt").write_text("pos\tgood\nneg\tbad day\n")
+    tokenizer, splits, info = prepare_store(str(corpus), str(tmp_path / "store"), StoreOptions(labels="tab", max_len=5),
+                                            log=quiet, progress=False)
+    assert info["labels"] == ["neg", "pos"]
+    train = splits["train"]
+    texts = [tokenizer.decode(train.sentence(i)) for i in range(len(train))]
+    assert texts == ["a good day", "a bad day", "a day", "some day", "no tab here", "bad"]  # the long one dropped
+    assert train.labels.tolist() == [1, 0, -1, -1, -1, 0]
+    assert info["splits"]["train"]["label_counts"] == [2, 1] and info["splits"]["train"]["unlabeled"] == 3
+    assert splits["valid"].labels.tolist() == [1, 0]
+
+
+def template_corpus(folder, k=4, slots=2, labeled=0.01, seed=0):
+    """train/valid/test from k templates (bench/templates.py's), LABEL<TAB>sentence; in train only the
+    first ``labeled`` fraction keeps its label. -> folder."""
+    rng = random.Random(seed)
+    os.makedirs(folder, exist_ok=True)
+    for split, n in (("train", 1600), ("valid", 80), ("test", 80)):
+        lines = []
+        for i in range(n):
+            t = rng.randrange(k)
+            label = str(t) if split != "train" or i < n * labeled else ""
+            lines.append(f"{label}\t" + TEMPLATES[t].format(f"s{t}x{rng.randrange(slots)}"))
+        with open(os.path.join(folder, f"{split}.txt"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return folder
+
+
+M2 = dict(labels="tab", prior="class", z_dim=2, hidden=64, emb_dim=32, batch_size=32, lr=3e-3, dropout=0.0,
+          patience=0, eval_every=100, kl_schedule="linear:0,300", free_bits=0.0, word_keep=0.5, max_steps=600,
+          alpha=50.0, bidirectional=False, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def m2_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("m2")
+    data = template_corpus(str(root / "corpus"))
+    runs = []
+    for seed in range(4):
+        pyro.clear_param_store()
+        run = str(root / f"run{seed}")
+        train(TrainConfig(data=data, seed=seed, **M2), run, log=quiet, progress=False)
+        runs.append(run)
+    return runs
+
+
+def test_one_percent_of_labels_teach_the_classifier_every_template(m2_runs):
+    import pyro_svae
+    from pyro_svae.data.corpus import gather
+    from pyro_svae.training.rundir import load_corpus
+
+    for run in m2_runs:  # 16 of 1,600 training sentences labeled; 4 seeds
+        vae = pyro_svae.load(run, device="cpu")
+        test = load_corpus(run)["test"]
+        batch = gather(test, list(range(len(test))))
+        with torch.no_grad():
+            guess = vae.svae.classify(batch).argmax(-1)
+        accuracy = float((guess == batch.labels).float().mean())
+        assert accuracy >= 0.95, (run, accuracy)
+
+
+@pytest.fixture(scope="module")
+def conditional_run(tmp_path_factory):
+    """A class-conditional toy: every training sentence labeled with its template."""
+    root = tmp_path_factory.mktemp("conditional")
+    pyro.clear_param_store()
+    train(TrainConfig(data=template_corpus(str(root / "corpus"), labeled=1.0), **M2), str(root / "run"), log=quiet,
+          progress=False)
+    return str(root / "run")
+
+
+def test_sample_classify_and_transfer_follow_the_classes(conditional_run, run_cli):
+    run = conditional_run
+    for label in "0123":
+        code, out, err = run_cli("sample", run, "--label", label, "-n", "5", "--json")
+        assert code == 0, err
+        rows = json.loads(out)
+        template = TEMPLATES[int(label)].split()
+        for row in rows:  # that class's template, its slot filled by one of the class's own words
+            assert row["class"] == label
+            words = row["text"].split()
+            assert len(words) == len(template), row
+            assert all(w == t or (t == "{}" and w.startswith(f"s{label}x")) for w, t in zip(words, template)), row
+    sentence = TEMPLATES[2].format("s2x1")
+    code, out, _ = run_cli("classify", run, sentence, "--json")
+    assert code == 0 and json.loads(out)[0]["class"] == "2"
+    assert json.loads(out)[0]["probabilities"]["2"] > 0.9
+    code, out, _ = run_cli("transfer", run, "--to", "3", sentence, "--json")
+    row = json.loads(out)[0]
+    assert code == 0 and row["from"] == "2" and row["to"] == "3"
+    assert row["text"].split()[-4:] == TEMPLATES[3].split()[-4:]  # decoded as class 3's template
+    code, _, err = run_cli("sample", run, "--label", "7")
+    assert code == 1 and "unknown label '7'" in err and "0, 1, 2, 3" in err
