@@ -5,6 +5,8 @@ sentence's most probable component and its template: 1 when components and templ
 
     python bench/templates.py --seeds 0,1,2,3                       # enum, the defaults below
     python bench/templates.py --seeds 0,1,2,3 --option discrete=concrete --option free_bits=0.5
+    python bench/templates.py --model class --labeled 0.01 --option alpha=50  # M2 (--prior class), 1% labeled
+    python bench/templates.py --model class --labeled 0                       # M2 without labels
 
 Each --option NAME=VALUE overrides a TrainConfig field of the base configuration. Prints one row
 per seed (NMI, validation ELBO, rec, KL, the components' prior weights) and writes them as JSON
@@ -35,9 +37,10 @@ BASE = dict(z_dim=2, hidden=64, emb_dim=32, batch_size=32, lr=3e-3, dropout=0.0,
             kl_schedule="linear:0,300", free_bits=0.0, word_keep=0.5, max_steps=800, device="cpu")
 
 
-def write_corpus(folder, k, slots, seed=0):
+def write_corpus(folder, k, slots, seed=0, labeled=None):
     """train/valid/test (1,600 / 80 / 80 sentences) from the first k templates, each with ``slots``
-    slot words of its own. -> the test sentences' templates."""
+    slot words of its own. -> the test sentences' templates. ``labeled`` (a fraction): lines
+    LABEL<TAB>sentence, the label kept on that first fraction of train and on valid and test."""
     rng = random.Random(seed)
     os.makedirs(folder, exist_ok=True)
     labels = {}
@@ -45,7 +48,11 @@ def write_corpus(folder, k, slots, seed=0):
         lines, labels[split] = [], []
         for _ in range(n):
             t = rng.randrange(k)
-            lines.append(TEMPLATES[t].format(f"s{t}x{rng.randrange(slots)}"))
+            sentence = TEMPLATES[t].format(f"s{t}x{rng.randrange(slots)}")
+            if labeled is not None:
+                keep = split != "train" or len(lines) < n * labeled
+                sentence = f"{t if keep else ''}\t{sentence}"
+            lines.append(sentence)
             labels[split].append(t)
         with open(os.path.join(folder, f"{split}.txt"), "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -61,6 +68,19 @@ def nmi(a, b):
     return mi / max(math.sqrt(h(ca) * h(cb)), 1e-12)
 
 
+def sample_fidelity(vae, k, n=25):
+    """The share of a class model's samples under --label t that are template t (its slot filled
+    by one of t's slot words)."""
+    good = 0
+    for t in range(k):
+        template = TEMPLATES[t].split()
+        for text in vae.sample(n, label=str(t))[1]:
+            words = text.split()
+            good += len(words) == len(template) and all(
+                w == p or (p == "{}" and w.startswith(f"s{t}x")) for w, p in zip(words, template))
+    return good / (n * k)
+
+
 def parse_option(text):
     name, _, value = text.partition("=")
     kind = type(getattr(TrainConfig(), name))
@@ -74,8 +94,12 @@ def main():
     parser.add_argument("--seeds", default="0,1,2,3", help="Comma-separated training seeds.")
     parser.add_argument("--option", action="append", default=[], help="NAME=VALUE: a TrainConfig field (repeatable).")
     parser.add_argument("--out", default="/tmp/svae-templates", help="Work folder (corpus, runs, results.json).")
+    parser.add_argument("--model", default="mixture", choices=["mixture", "class"],
+                        help="mixture: --prior mixture:K; class: --prior class:K (M2), whose label causes x")
+    parser.add_argument("--labeled", type=float, default=0.0, help="--model class: fraction of train labeled")
     args = parser.parse_args()
-    test_labels = write_corpus(os.path.join(args.out, "corpus"), args.k, args.slots)
+    labeled = args.labeled if args.model == "class" else None
+    test_labels = write_corpus(os.path.join(args.out, "corpus"), args.k, args.slots, labeled=labeled)
     options = {**BASE, **dict(parse_option(o) for o in args.option)}
     rows = []
     print(f"{args.k} templates x {args.slots} slot words; options {options}")
@@ -86,18 +110,25 @@ def main():
 
             shutil.rmtree(run)
         pyro.clear_param_store()
-        config = TrainConfig(**{**options, "data": os.path.join(args.out, "corpus"), "prior": f"mixture:{args.k}",
-                                "seed": seed})
+        extra = {"labels": "tab", "alpha": options.get("alpha", 50.0)} if labeled is not None else {}
+        config = TrainConfig(**{**options, **extra, "data": os.path.join(args.out, "corpus"),
+                                "prior": f"{args.model}:{args.k}", "seed": seed})
         summary = train(config, run, log=lambda *a: None, progress=False)
         vae = pyro_svae.load(run, device="cpu", which="last")
         with open(os.path.join(args.out, "corpus", "test.txt")) as f:
-            sentences = f.read().split("\n")[:-1]
+            sentences = [line.rpartition("\t")[2] for line in f.read().split("\n")[:-1]]
         pyro.set_rng_seed(0)
-        components = vae.component_posterior(sentences).argmax(1).tolist()
         last = summary["last"]
-        row = {"seed": seed, "nmi": round(nmi(components, test_labels), 3), "val_elbo": last["val_elbo"],
-               "val_rec": last["val_rec"], "val_kl": last["val_kl"],
-               "weights": [round(float(w), 3) for w in vae.svae.prior.weights().detach()]}
+        if labeled is None:
+            components = vae.component_posterior(sentences).argmax(1).tolist()
+            row = {"seed": seed, "nmi": round(nmi(components, test_labels), 3), "val_elbo": last["val_elbo"],
+                   "val_rec": last["val_rec"], "val_kl": last["val_kl"],
+                   "weights": [round(float(w), 3) for w in vae.svae.prior.weights().detach()]}
+        else:
+            classes = vae.classify(sentences).argmax(1).tolist()
+            row = {"seed": seed, "nmi": round(nmi(classes, test_labels), 3),
+                   "accuracy": round(sum(a == b for a, b in zip(classes, test_labels)) / len(classes), 3),
+                   "sample_fidelity": round(sample_fidelity(vae, args.k), 3), "val_elbo": last["val_elbo"]}
         rows.append(row)
         print(json.dumps(row), flush=True)
     print(f"NMI >= 0.9 in {sum(r['nmi'] >= 0.9 for r in rows)} of {len(rows)} seeds")

@@ -33,7 +33,19 @@ def _recipes_table(root, run):
     return ["--work", f"{root}/rd", "--out", f"{root}/rd/plot.svg"]
 
 
+def _labeled_yelp(root, run):
+    """A toy short_yelp folder: 300 LABEL<TAB>sentence lines."""
+    from conftest import toy_sentences
+
+    os.makedirs(f"{root}/yelp", exist_ok=True)
+    lines = [f"{i % 2}\t{s}" for i, s in enumerate(toy_sentences(300))]
+    with open(f"{root}/yelp/short_yelp.train.10000.txt", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return ["--data", f"{root}/yelp", "--sizes", "20", "--steps", "3", "--epochs", "1", "--work", f"{root}/labels"]
+
+
 SCRIPTS = {
+    "labels.py": _labeled_yelp,
     "rate_distortion.py": _recipes_table,
     "overlap.py": lambda root, run: [run, "--limit", "5", "--beam", "2", "--max-tokens", "6"],
     "overhead.py": lambda root, run: ["--data", f"{root}/ptb", "--length", "6", "--batch-size", "4", "--steps", "2",

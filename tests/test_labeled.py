@@ -209,3 +209,19 @@ def test_sample_classify_and_transfer_follow_the_classes(conditional_run, run_cl
     assert row["text"].split()[-4:] == TEMPLATES[3].split()[-4:]  # decoded as class 3's template
     code, _, err = run_cli("sample", run, "--label", "7")
     assert code == 1 and "unknown label '7'" in err and "0, 1, 2, 3" in err
+
+
+def test_evaluate_sums_the_label_out_and_scores_the_classifier(conditional_run, run_cli):
+    import pyro_svae
+
+    vae = pyro_svae.load(conditional_run, device="cpu")
+    result = vae.evaluate("test", samples=20, progress=False)
+    totals, rows = result["totals"], result["sentences"]
+    assert totals["labeled"] == 80 and totals["accuracy"] == 1.0
+    assert sum(c["sentences"] for c in totals["per_class"].values()) == 80
+    for row in rows:
+        assert row["nll"] <= -row["elbo"] + 1e-4  # the IW estimate is at least the ELBO
+        # each template belongs to one class, so p(x) = p(y) p(x | y) for the sentence's own y
+        assert row["nll"] == pytest.approx(row["nll_given_label"] + math.log(4), abs=0.05)
+    code, out, _ = run_cli("evaluate", conditional_run, "--iw-samples", "5", "--json", "--quiet")
+    assert code == 0 and json.loads(out)["accuracy"] == 1.0

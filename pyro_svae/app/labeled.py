@@ -31,8 +31,13 @@ class TrainedLabeledVAE(TrainedVAE):
     def _need_latent(self):
         raise SVAEError("this is a --prior class run: it supports sample, classify, reconstruct and transfer")
 
-    def evaluate(self, *args, **kwargs):
-        self._need_latent()
+    def evaluate(self, split="test", samples=100, batch_size=32, chunk=50, seed=0, progress=True, **ignored):
+        """log p(x) with the label summed out (IW, ``samples`` draws per class), the ELBO, and the
+        accuracy of q(y | x) overall and per class on the split's labeled sentences, with each
+        class's NLL given its label (evaluation/labeled.py)."""
+        from ..evaluation.labeled import evaluate_labeled
+
+        return evaluate_labeled(self.svae, self.split(split), samples, batch_size, chunk, seed, progress, self.labels)
 
     def _strategy(self, strategy, search):
         return strategy if isinstance(strategy, (Greedy, Sampling, Beam)) else make_strategy(strategy, **search)

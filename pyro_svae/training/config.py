@@ -94,7 +94,7 @@ OPTIONS = [
     Option('prior', ModelConfig.prior, 'standard: N(0, I); hier: p(z1) p(z2|z1) (with a hier-* guide); mixture:K: a learned mixture '
            'of K Gaussians whose component is discrete (see --discrete); class[:K]: the label y ~ Cat(1/K) is a cause '
            'of x beside z (Kingma et al. 2014 M2; --labels tab: known where labeled, summed over where not).'),
-    Option('alpha', 10.0, "--prior class: weight of the classification term alpha * log q(y|x) on each labeled "
+    Option('alpha', 50.0, "--prior class: weight of the classification term alpha * log q(y|x) on each labeled "
            "sentence (Kingma's alpha).", check=(lambda v: v >= 0, ">= 0")),
     Option('latent', ModelConfig.latent, 'gaussian, or categorical:M,K: z is M categorical variables with K classes each (uniform '
            'prior; the code has M x K dimensions and --z-dim is not used).'),

@@ -93,6 +93,8 @@ def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, per_s
     totals = result["totals"]
     totals["split"] = input_file or split
     rows = result["sentences"]
+    if hasattr(vae, "classify"):  # a --prior class run
+        return _report_labeled(totals, rows, per_sentence, as_json, iw_samples)
     if vae.z_dim:
         rec = vae.reconstruction(data, decode=decode, beam=beam, batch_size=batch_size)
         totals["reconstruction"] = rec["totals"]
@@ -130,6 +132,26 @@ def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, per_s
         what = f"amortization gap >= {gap:.2f} nats/sentence" if widen == 1 else f"of the q widened x{widen:g}"
         click.echo(f"refined  ELBO {totals['elbo_amortized']:.2f} (amortized q) -> {totals['elbo']:.2f} after {refine} "
                    f"steps ({what})")
+
+
+def _report_labeled(totals, rows, per_sentence, as_json, iw_samples):
+    if per_sentence:
+        with open(per_sentence, "w") as f:
+            for i, row in enumerate(rows):
+                f.write(json.dumps({"index": i, **row}) + "\n")
+    if as_json:
+        click.echo(json.dumps(totals, indent=1))
+        return
+    click.echo(f"{totals['split']}: {totals['sentences']} sentences, {totals['tokens']} tokens (</s> counted)")
+    click.echo(f"NLL      {totals['nll']:.2f} nats/sentence  (IW, K={iw_samples} per class, the label summed out)")
+    click.echo(f"PPL      {totals['ppl_iw']:.2f}")
+    click.echo(f"ELBO     {totals['elbo']:.2f}")
+    if totals["labeled"]:
+        click.echo(f"accuracy {totals['accuracy']:.3f} of q(y|x) on {totals['labeled']} labeled sentences")
+        for name, c in totals["per_class"].items():
+            if c["sentences"]:
+                click.echo(f"  class {name}: {c['sentences']} sentences, accuracy {c['accuracy']:.3f}, "
+                           f"NLL given the label {c['nll_given_label']:.2f}")
 
 
 @click.command("grad-variance")
