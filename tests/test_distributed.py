@@ -94,3 +94,25 @@ def test_under_torchrun_errors_are_one_line_from_process_0(corpus, tmp_path):
                                              f"{os.uname().nodename}; wait for it to finish or stop it "
                                              "(one writer per run directory)"]
     assert load_checkpoint(os.path.join(run, "checkpoint.pt"))["position"]["step"] == 2  # untouched
+
+
+def test_two_process_labeled_model_resumes_exactly(tmp_path):
+    # --prior class: each process's share of the batch has its own labeled and unlabeled parts
+    from conftest import toy_sentences
+
+    corpus = tmp_path / "labeled"
+    corpus.mkdir()
+    for split, n, seed in (("train", 120, 0), ("valid", 20, 1)):
+        lines = [f"{'' if split == 'train' and i % 3 else len(s) % 2}\t{s}" for i, s in enumerate(toy_sentences(n, seed))]
+        (corpus / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    args = ["--data", str(corpus), "--labels", "tab", "--prior", "class", "--eval-every", "4", *TINY]
+    whole = torchrun(*args, "--out", str(tmp_path / "a"), "--max-steps", "8")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    first = torchrun(*args, "--out", str(tmp_path / "b"), "--max-steps", "4")
+    assert first.returncode == 0, first.stderr[-3000:]
+    rest = torchrun("--resume", str(tmp_path / "b"), "--max-steps", "8", "--quiet")
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    a, b = model(tmp_path / "a"), model(tmp_path / "b")
+    assert "classifier.2.weight" in a and all(torch.equal(a[k], b[k]) for k in a)  # bit for bit
+    rows = metrics(tmp_path / "a")
+    assert [r["step"] for r in rows] == ["4", "8"] and all(0 <= float(r["val_accuracy"]) <= 1 for r in rows)
