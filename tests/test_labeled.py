@@ -90,6 +90,22 @@ def test_enumerated_elbo_equals_the_hand_sum_over_classes(m2, labels, sizes):
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)
 
 
+@pytest.mark.parametrize("guide", ["lowrank:2", "fullrank", "iaf:1", "delta"])
+def test_every_single_site_family_serves_as_q_z_given_x_and_y(guide):
+    torch.manual_seed(0)
+    pyro.clear_param_store()
+    m = LabeledVAE(ModelConfig(vocab_size=12, emb_dim=5, hidden=6, z_dim=3, guide=guide), classes=K, alpha=0.7).eval()
+    batch = make_batch([[4, 5, 6], [7, 8], [9, 10, 11, 4]], labels=[1, -1, -1])
+    sizes = {"labeled": 10, "unlabeled": 40}
+    pyro.set_rng_seed(3)
+    loss = LabeledELBO().differentiable_loss(m.model, m.guide, batch, sizes=sizes, beta=0.4)
+    pyro.set_rng_seed(3)
+    assert float(loss) == pytest.approx(float(-hand_elbo(m, batch, sizes, beta=0.4)), rel=1e-5)
+    pyro.set_rng_seed(3)
+    floored = LabeledELBO(5.0).differentiable_loss(m.model, m.guide, batch, sizes=sizes, beta=0.4)
+    assert float(floored) > float(loss)  # the total KL's floor, from the draw, adds its shortfall
+
+
 def test_free_bits_floor_the_kl_of_z_averaged_over_the_classes(m2):
     batch = make_batch([[4, 5, 6], [7, 8], [9, 10, 11, 4]], labels=[1, -1, -1])
     sizes = {"labeled": 10, "unlabeled": 40}
@@ -225,3 +241,17 @@ def test_evaluate_sums_the_label_out_and_scores_the_classifier(conditional_run, 
         assert row["nll"] == pytest.approx(row["nll_given_label"] + math.log(4), abs=0.05)
     code, out, _ = run_cli("evaluate", conditional_run, "--iw-samples", "5", "--json", "--quiet")
     assert code == 0 and json.loads(out)["accuracy"] == 1.0
+
+
+def test_posterior_and_homotopy_move_between_the_classes(conditional_run, run_cli):
+    first, second = TEMPLATES[0].format("s0x1"), TEMPLATES[3].format("s3x0")
+    code, out, err = run_cli("posterior", conditional_run, first, "-n", "4", "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert len(rows) == 4 and all(r["text"].split()[2:] == first.split()[2:] for r in rows)  # class 0's template
+    code, out, err = run_cli("homotopy", conditional_run, first, second, "--steps", "5", "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["t"] for r in rows] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert rows[0]["text"] == first and rows[-1]["text"] == second  # the end points are the sentences
+    assert len(rows[0]["z"]) == 2 + 4  # the code: z and the label's one-hot

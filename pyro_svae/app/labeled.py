@@ -29,7 +29,8 @@ class TrainedLabeledVAE(TrainedVAE):
         raise SVAEError(f"unknown label {label!r}; this run's labels: {', '.join(names)}")
 
     def _need_latent(self):
-        raise SVAEError("this is a --prior class run: it supports sample, classify, reconstruct and transfer")
+        raise SVAEError("this is a --prior class run: it supports sample, classify, reconstruct, posterior, "
+                        "homotopy, transfer and evaluate")
 
     def evaluate(self, split="test", samples=100, batch_size=32, chunk=50, seed=0, progress=True, **ignored):
         """log p(x) with the label summed out (IW, ``samples`` draws per class), the ELBO, and the
@@ -91,7 +92,7 @@ class TrainedLabeledVAE(TrainedVAE):
             y = torch.full((batch.size,), self.label_id(given), dtype=torch.long, device=self.svae.device)
         else:
             y = self.svae.q_y(h).probs.argmax(-1)
-        return y, self.svae.q_z(h, y).mean
+        return y, self.svae.z_mean(h, y)
 
     def reconstruct(self, sentences, **decoding):
         """Decode E[z | x, y] under each sentence's most probable class y. -> (z, texts)."""
@@ -110,3 +111,48 @@ class TrainedLabeledVAE(TrainedVAE):
         chunk = chunk or CHUNK
         for start in range(0, len(sentences), chunk):
             yield self.transfer(sentences[start : start + chunk], to, given, **decoding)
+
+    @torch.inference_mode()
+    def posterior(self, sentences, n=5, **decoding):
+        """n draws z ~ q(z | x, y) per sentence under its most probable class y, each decoded under y.
+        -> (z [N*n, Z], texts), grouped by sentence."""
+        batch = self.batch(sentences)
+        h = self.svae.encoder(batch.targets, batch.lengths)
+        y = self.svae.q_y(h).probs.argmax(-1)
+        z = self.svae.q_z(h, y).sample((n,)).transpose(0, 1).reshape(-1, self.svae.z_dim)  # sentence-major
+        return self._decode(y.repeat_interleave(n), z, **decoding)
+
+    def iter_posterior(self, sentences, n=5, chunk=None, **decoding):
+        """posterior() a sentence at a time, in pieces of at most ``chunk`` draws: yields
+        (sentence index [m], z, texts)."""
+        chunk = chunk or CHUNK
+        for i, sentence in enumerate(sentences):
+            for start in range(0, n, chunk):
+                z, texts = self.posterior([sentence], min(chunk, n - start), **decoding)
+                yield [i] * len(texts), z, texts
+
+    def iter_homotopy(self, first=None, second=None, steps=5, from_prior=False, chunk=None, strategy="greedy",
+                      max_len=None, **search):
+        """Points on the line between two sentences' codes [E[z | x, y], onehot(y)] under their most
+        probable classes (or two prior draws), decoded: yields (t [m], code [m, Z + K], texts). Between
+        two classes the label's one-hot moves too, so the sentence crosses from one class to the other."""
+        chunk = chunk or CHUNK
+        if steps < 2:
+            raise SVAEError("--steps must be at least 2 (the two endpoints)")
+        with torch.inference_mode():
+            if from_prior:
+                y = torch.randint(self.svae.classes, (2,), device=self.svae.device)
+                z = torch.randn(2, self.svae.z_dim, device=self.svae.device)
+            else:
+                y, z = self.encode_labeled([first, second])
+            ends = self.svae.code(z, y)
+            strategy = self._strategy(strategy, search)
+            for start in range(0, steps, chunk):
+                t = torch.arange(start, min(steps, start + chunk), device=ends.device).unsqueeze(1) / (steps - 1)
+                code = (1 - t) * ends[0] + t * ends[1]
+                tokens = self.svae.decode_code(code, strategy, max_len or self.max_len)
+                yield t.squeeze(1).tolist(), code, [self.tokenizer.decode(row.tolist()) for row in tokens]
+
+    def homotopy(self, first=None, second=None, steps=5, from_prior=False, **decoding):
+        pieces = list(self.iter_homotopy(first, second, steps, from_prior, **decoding))
+        return torch.cat([c for _, c, _ in pieces]), [text for _, _, texts in pieces for text in texts]

@@ -50,7 +50,7 @@ class LowRankNormal(SingleSite):
         self.factor = nn.Linear(in_dim, z_dim * self.rank)
 
     def forward(self, h):
-        W = self.factor(h).view(-1, self.z_dim, self.rank)
+        W = self.factor(h).view(*h.shape[:-1], self.z_dim, self.rank)
         return dist.LowRankMultivariateNormal(self.loc(h), W, F.softplus(self.diag(h)) + 1e-5)
 
 
@@ -64,7 +64,7 @@ class FullRankNormal(SingleSite):
         self.tril = nn.Linear(in_dim, z_dim * z_dim)
 
     def forward(self, h):
-        raw = self.tril(h).view(-1, self.z_dim, self.z_dim)
+        raw = self.tril(h).view(*h.shape[:-1], self.z_dim, self.z_dim)
         diag = F.softplus(torch.diagonal(raw, dim1=-2, dim2=-1)) + 1e-5
         return dist.MultivariateNormal(self.loc(h), scale_tril=torch.tril(raw, -1) + torch.diag_embed(diag))
 

@@ -3,7 +3,7 @@
     model:  y ~ Cat(1/K),  z ~ N(0, I) (scaled by beta),  x ~ p(x | z, y)
             the decoder reads [z, onehot(y)] (its initial state and, with feed_z, every step)
     guide:  y ~ q(y | x)     a classifier on the encoder's summary h
-            z ~ q(z | x, y)  the diag head on [h, onehot(y)]
+            z ~ q(z | x, y)  a single-site head (--guide: diag, lowrank, fullrank, iaf, delta) on [h, onehot(y)]
 
 A batch holds labeled and unlabeled sentences; each kind has its own plate over its part of the
 corpus (``sizes``), so the ELBO is scaled to the corpus. Where y is observed the model scores it
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pyro import poutine
 
 from ..errors import SVAEError
-from .guides import DiagonalNormal
+from .guides import SingleSite, make_guide
 from .likelihood import Sentences
 from .networks import Decoder, Encoder, word_dropout
 from .registration import module
@@ -57,8 +57,6 @@ class LabeledVAE(nn.Module):
     def __init__(self, config, classes, alpha=1.0):
         super().__init__()
         c = self.config = config
-        if c.guide.partition(":")[0] != "diag":
-            raise SVAEError(f"--prior class: q(z | x, y) is the diag guide for now, not {c.guide!r}")
         self.classes, self.alpha, self.z_dim = classes, alpha, c.z_dim
         self.decoder = Decoder(c.vocab_size, c.emb_dim, c.hidden, c.z_dim + classes, c.dec_layers, c.feed_z, c.tie,
                                c.dropout, c.skip, inputless=c.word_keep == 0)
@@ -66,7 +64,10 @@ class LabeledVAE(nn.Module):
                                c.dropout)
         self.classifier = nn.Sequential(nn.Linear(self.encoder.out_dim, self.encoder.out_dim), nn.Tanh(),
                                         nn.Linear(self.encoder.out_dim, classes))
-        self.posterior = DiagonalNormal(self.encoder.out_dim + classes, c.z_dim)
+        self.posterior = make_guide(c.guide, self.encoder.out_dim + classes, c.z_dim)
+        if not isinstance(self.posterior, SingleSite):
+            raise SVAEError(f"--prior class: q(z | x, y) is a single-site guide (diag, lowrank, fullrank, iaf, delta), "
+                            f"not {c.guide!r}")
 
     @property
     def device(self):
@@ -156,8 +157,20 @@ class LabeledVAE(nn.Module):
         trace = poutine.trace(model).get_trace(y=y, n=n, strategy=strategy, max_len=max_len)
         return trace.nodes["z"]["value"], trace.nodes["x"]["value"]
 
+    def decode_code(self, code, strategy=None, max_len=50):
+        """Sentences from decoder inputs ``code`` [N, Z + K] (e.g. points between two [z, onehot(y)]):
+        tokens [N, L]."""
+        return Sentences(self.decoder, code, strategy=strategy, max_len=max_len, batch_size=code.shape[0]).sample()
+
+    def z_mean(self, h, y, samples=64):
+        """E[z | x, y] [B, Z]: exact where the family has a mean, else over ``samples`` draws (iaf)."""
+        q = self.q_z(h, y)
+        try:
+            return q.mean
+        except NotImplementedError:
+            return q.sample((samples,)).mean(0)
+
     def posterior_mean(self, batch, y=None):
         """E[z | x, y] [B, Z] under y (ids [B]; default: the most probable class under q(y | x))."""
         h = self.encoder(batch.targets, batch.lengths)
-        y = self.q_y(h).probs.argmax(-1) if y is None else y
-        return self.q_z(h, y).mean
+        return self.z_mean(h, self.q_y(h).probs.argmax(-1) if y is None else y)

@@ -208,8 +208,8 @@ def _check_latent(c):
     make_guide(c.guide, 4, c.z_dim)  # a valid family and argument
     if c.prior.partition(":")[0] == "class":
         parse_classes(c.prior, ["?", "?"])  # a valid K; the corpus's labels are checked when it is read
-        if c.guide != "diag" or c.latent != "gaussian":
-            raise SVAEError("--prior class: q(z | x, y) is the diag guide over a Gaussian z (--guide diag)")
+        if guide_class(c.guide).prior != "standard" or c.latent != "gaussian":
+            raise SVAEError(f"--prior class: q(z | x, y) is a single-site guide over a Gaussian z, not {c.guide!r}")
         if c.iw_particles > 1 or c.pretrain_steps or c.bow > 0:
             raise SVAEError("--prior class trains on its enumerated ELBO: no --iw-particles, --pretrain-steps or --bow")
         return

@@ -3,6 +3,7 @@ trained on a corpus whose labels are known for some sentences, the rest summed o
 
 import dataclasses
 
+import pyro.distributions as dist
 import torch
 from pyro.infer import TraceEnum_ELBO
 from pyro.distributions.kl import kl_divergence
@@ -19,7 +20,8 @@ class LabeledELBO(TraceEnum_ELBO):
     """``TraceEnum_ELBO`` (one plate per part of the batch; the guide's unknown y enumerated in
     parallel), with a free-bits floor on z: per part and latent dimension, the batch-averaged KL
     of q(z | x, y) from N(0, I) (averaged over q(y | x) where y is enumerated) counts as at least
-    ``free_bits`` nats. The loss stays on the device (a 0-d tensor)."""
+    ``free_bits`` nats (the diag guide, analytic KL; another family floors its total KL, from the
+    draw, at ``free_bits`` x Z). The loss stays on the device (a 0-d tensor)."""
 
     def __init__(self, free_bits=0.0):
         super().__init__(max_plate_nesting=1)
@@ -44,13 +46,17 @@ class LabeledELBO(TraceEnum_ELBO):
             site = guide_trace.nodes.get(f"z_{part}")
             if site is None:
                 continue
-            q = site["fn"].base_dist
-            kl = kl_divergence(q, type(q)(torch.zeros_like(q.loc), torch.ones_like(q.scale)))  # [..., B, Z]
+            q, z = site["fn"], site["value"]
+            if isinstance(getattr(q, "base_dist", None), dist.Normal):  # analytic, per dimension: [..., B, Z]
+                kl, floor = kl_divergence(q.base_dist, dist.Normal(torch.zeros_like(z), 1.0)), self.free_bits
+            else:  # another family: log q - log p at the draw, the total KL floored at free_bits x Z
+                kl = (q.log_prob(z) - dist.Normal(torch.zeros_like(z), 1.0).to_event(1).log_prob(z)).unsqueeze(-1)
+                floor = self.free_bits * z.shape[-1]
             y = guide_trace.nodes.get(f"y_{part}")
-            if y is not None:  # E over q(y | x): probs [B, K] -> [K, B, 1] against kl [K, B, Z]
+            if y is not None:  # E over q(y | x): probs [B, K] -> [K, B, 1] against kl [K, B, U]
                 kl = (y["fn"].probs.transpose(0, 1).unsqueeze(-1) * kl).sum(0)
-            units = kl.mean(0)  # [Z]
-            total = total + site["scale"] * kl.shape[0] * (self.free_bits - units).clamp(min=0).sum()
+            units = kl.mean(0)  # [U]
+            total = total + site["scale"] * kl.shape[0] * (floor - units).clamp(min=0).sum()
         return total
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
