@@ -255,3 +255,15 @@ def test_posterior_and_homotopy_move_between_the_classes(conditional_run, run_cl
     assert [r["t"] for r in rows] == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert rows[0]["text"] == first and rows[-1]["text"] == second  # the end points are the sentences
     assert len(rows[0]["z"]) == 2 + 4  # the code: z and the label's one-hot
+
+
+@pytest.mark.parametrize("options, fragment", [
+    (["--prior", "class"], "the corpus has no labels; give --labels tab"),
+    (["--prior", "class:1"], "K must be an integer of at least 2"),
+    (["--prior", "class:2", "--guide", "hier-structured"], "a single-site guide"),
+    (["--prior", "class:2", "--bow", "1"], "no --iw-particles, --pretrain-steps or --bow"),
+])
+def test_bad_class_options_are_one_line_errors_before_any_work(corpus, tmp_path, run_cli, options, fragment):
+    code, _, err = run_cli("train", "--data", str(corpus), "--out", str(tmp_path / "run"), "--max-steps", "1", *options)
+    assert code == 1 and fragment in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()

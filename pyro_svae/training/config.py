@@ -208,6 +208,10 @@ def _check_latent(c):
     make_guide(c.guide, 4, c.z_dim)  # a valid family and argument
     if c.prior.partition(":")[0] == "class":
         parse_classes(c.prior, ["?", "?"])  # a valid K; the corpus's labels are checked when it is read
+        labeled = read_store_info(c.data).get("labels") if is_store(c.data) else c.labels == "tab"
+        if c.prior == "class" and not labeled:
+            raise SVAEError("--prior class: the corpus has no labels; give --labels tab (lines LABEL<TAB>sentence), "
+                            "or the number of classes for an unlabeled corpus, class:K")
         if guide_class(c.guide).prior != "standard" or c.latent != "gaussian":
             raise SVAEError(f"--prior class: q(z | x, y) is a single-site guide over a Gaussian z, not {c.guide!r}")
         if c.iw_particles > 1 or c.pretrain_steps or c.bow > 0:
