@@ -160,6 +160,17 @@ def template_corpus(folder, k=4, slots=2, labeled=0.01, seed=0):
     return folder
 
 
+def template_of(text):
+    """The template a sentence was written from (its slot word one of that template's), or None."""
+    words = text.split()
+    for t, template in enumerate(TEMPLATES):
+        pattern = template.split()
+        if len(words) == len(pattern) and all(w == p or (p == "{}" and w.startswith(f"s{t}x"))
+                                              for w, p in zip(words, pattern)):
+            return t
+    return None
+
+
 M2 = dict(labels="tab", prior="class", z_dim=2, hidden=64, emb_dim=32, batch_size=32, lr=3e-3, dropout=0.0,
           patience=0, eval_every=100, kl_schedule="linear:0,300", free_bits=0.0, word_keep=0.5, max_steps=600,
           alpha=50.0, bidirectional=False, device="cpu")
@@ -267,3 +278,74 @@ def test_bad_class_options_are_one_line_errors_before_any_work(corpus, tmp_path,
     code, _, err = run_cli("train", "--data", str(corpus), "--out", str(tmp_path / "run"), "--max-steps", "1", *options)
     assert code == 1 and fragment in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_the_explorer_serves_a_labeled_run(conditional_run):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from pyro_svae.app.explorer import create_app
+
+    client = TestClient(create_app(conditional_run, map_size=40, device="cpu"))
+    assert client.get("/api/info").json()["labels"] == ["0", "1", "2", "3"]
+    m = client.get("/api/map").json()
+    assert len(m["labels"]) == len(m["texts"]) == 40
+    assert [template_of(text) for text in m["texts"]] == [int(label) for label in m["labels"]]  # coloured by template
+    r = client.post("/api/sample", json={"n": 4, "label": "1"}).json()
+    assert all(template_of(s["text"]) == 1 and len(s["xy"]) == 2 for s in r["samples"])
+    sentence = TEMPLATES[2].format("s2x0")
+    r = client.post("/api/posterior", json={"sentence": sentence, "n": 3}).json()
+    assert r["label"] == "2" and r["probabilities"]["2"] > 0.9 and template_of(r["reconstruction"]["text"]) == 2
+    r = client.post("/api/homotopy", json={"first": sentence, "second": TEMPLATES[3].format("s3x1"), "steps": 3}).json()
+    assert len(r["path"]) == 3 and all(len(p["xy"]) == 2 for p in r["path"])
+    r = client.post("/api/sample", json={"n": 2, "label": "9"})
+    assert r.status_code == 400 and "unknown label '9'" in r.json()["detail"]
+
+
+def test_the_explorer_page_colours_by_label_and_samples_a_chosen_label(conditional_run):
+    import shutil
+    import subprocess
+
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.skip("browser test skipped: no Chromium (apt-get install chromium chromium-driver; .ci/run installs them)")
+    pytest.importorskip("fastapi")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen([sys.executable, os.path.join(root, "cli.py"), "serve", conditional_run, "--port", "0",
+                             "--map-size", "40", "--device", "cpu"], stderr=subprocess.PIPE, text=True)
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900"):
+        options.add_argument(flag)
+    driver = None
+    try:
+        line = proc.stderr.readline()
+        assert line.startswith("serving"), line + proc.stderr.read()
+        driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+        wait = WebDriverWait(driver, 60)
+        driver.get(line.split(" at ")[1].split()[0])
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "yes")
+        points = driver.find_elements(By.CSS_SELECTOR, "#map-plot circle.point")
+        assert len(points) == 40 and not driver.find_element(By.ID, "error").is_displayed()
+        by_fill = {}
+        for p in points:  # one colour per predicted label, and so per template
+            text = p.find_element(By.TAG_NAME, "title").get_attribute("textContent")
+            by_fill.setdefault(p.get_attribute("fill"), set()).add(template_of(text))
+        assert len(by_fill) == 4 and all(len(templates) == 1 for templates in by_fill.values())
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#legend .swatch")) == 4
+        driver.find_element(By.CSS_SELECTOR, "[data-tab=prior]").click()
+        Select(driver.find_element(By.ID, "sample-label")).select_by_value("3")
+        driver.find_element(By.ID, "run-sample").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#sample-out li"))
+        samples = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#sample-out li")]
+        assert len(samples) == 5 and all(template_of(s) == 3 for s in samples), samples
+    finally:
+        if driver is not None:
+            driver.quit()
+        proc.terminate()
+        proc.wait(timeout=30)

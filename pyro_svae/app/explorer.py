@@ -46,6 +46,7 @@ class Decoding(BaseModel):
 
 class SampleRequest(Decoding):
     n: int = 5
+    label: str | None = None  # a --prior class run: decode under this label
 
 
 class SentencesRequest(Decoding):
@@ -78,9 +79,7 @@ def _check_sentences(sentences):
 def create_app(run, split="valid", device="auto", checkpoint="best", map_size=1000, projection="auto"):
     """The explorer's FastAPI app over the run directory ``run``."""
     vae = load(run, device=device, which=checkpoint, warn=lambda m: None)
-    if hasattr(vae, "classify"):
-        raise SVAEError(f"{run}: a --prior class run; the explorer does not show one yet (use sample --label, "
-                        "classify and transfer)")
+    labels = getattr(vae, "labels", None)  # a --prior class run's label names
     lock = threading.Lock()  # one request at a time uses the model (and the global RNG)
     latent_map = vae.latent_map(split, map_size, method=projection) if vae.z_dim else None  # an LM has none
     # FastAPI's /docs page loads Swagger UI from a CDN; this one serves it from the swagger-ui-bundle package
@@ -109,7 +108,7 @@ def create_app(run, split="valid", device="auto", checkpoint="best", map_size=10
 
     def rows(z, texts):
         """Decoded sentences with their codes' places on the map."""
-        xy = latent_map.project(z).tolist() if z is not None else [None] * len(texts)
+        xy = latent_map.project(z[:, : vae.z_dim]).tolist() if z is not None else [None] * len(texts)  # M2: z of [z, y]
         return [{"text": t, "xy": p} for t, p in zip(texts, xy)]
 
     @app.get("/", include_in_schema=False)
@@ -127,7 +126,7 @@ def create_app(run, split="valid", device="auto", checkpoint="best", map_size=10
     def info():
         """The run: its configuration, vocabulary size, latent size, the map's split and the limits."""
         return {"run": run, "config": vae.config["train"], "vocab_size": len(vae.tokenizer),
-                "z_dim": vae.z_dim, "split": split, "map_size": map_size, "limits": LIMITS}
+                "z_dim": vae.z_dim, "split": split, "map_size": map_size, "limits": LIMITS, "labels": labels}
 
     @app.get("/api/map")
     def map_points():
@@ -135,13 +134,14 @@ def create_app(run, split="valid", device="auto", checkpoint="best", map_size=10
         if latent_map is None:
             raise SVAEError("this run is a language model: it has no latent space")
         m = latent_map
-        return {"split": split, "method": m.method, "points": m.points.tolist(), "texts": m.texts, "lengths": m.lengths}
+        return {"split": split, "method": m.method, "points": m.points.tolist(), "texts": m.texts, "lengths": m.lengths,
+                "labels": getattr(m, "labels", None)}
 
     @app.post("/api/sample")
     def sample(r: SampleRequest):
         """n sentences decoded from z ~ p(z)."""
         _limit("n", r.n, LIMITS["n"])
-        (z, texts), warnings = run_model(r.seed, lambda v: v.sample(r.n, **r.options()))
+        (z, texts), warnings = run_model(r.seed, lambda v: v.sample(r.n, label=r.label, **r.options()))
         return {"samples": rows(z, texts), "warnings": warnings}
 
     @app.post("/api/reconstruct")
@@ -170,11 +170,14 @@ def create_app(run, split="valid", device="auto", checkpoint="best", map_size=10
         def work(v):
             z, texts = v.posterior([r.sentence], n=r.n, **r.options())
             mean, rec = v.reconstruct([r.sentence], **r.options())
-            return z, texts, mean, rec[0], float(v.kl([r.sentence])[0])
+            probs = v.classify([r.sentence])[0].tolist() if labels else None
+            return z, texts, mean, rec[0], float(v.kl([r.sentence])[0]), probs
 
-        (z, texts, mean, rec, kl), warnings = run_model(r.seed, work)
+        (z, texts, mean, rec, kl, probs), warnings = run_model(r.seed, work)
+        label = {"label": labels[max(range(len(probs)), key=probs.__getitem__)], "probabilities": dict(zip(labels, probs))} \
+            if labels else {}
         return {"sentence": r.sentence, "reconstruction": rows(mean, [rec])[0], "kl": kl, "samples": rows(z, texts),
-                "bleu": sentence_bleu(r.sentence, rec), "warnings": warnings}
+                "bleu": sentence_bleu(r.sentence, rec), "warnings": warnings, **label}
 
     @app.post("/api/homotopy")
     def homotopy(r: HomotopyRequest):

@@ -156,3 +156,35 @@ class TrainedLabeledVAE(TrainedVAE):
     def homotopy(self, first=None, second=None, steps=5, from_prior=False, **decoding):
         pieces = list(self.iter_homotopy(first, second, steps, from_prior, **decoding))
         return torch.cat([c for _, c, _ in pieces]), [text for _, _, texts in pieces for text in texts]
+
+    @torch.inference_mode()
+    def encode(self, sentences):
+        """q(z | x, y) under each sentence's most probable class y: batch shape [N], event [Z]."""
+        batch = self.batch(sentences)
+        h = self.svae.encoder(batch.targets, batch.lengths)
+        return self.svae.q_z(h, self.svae.q_y(h).probs.argmax(-1))
+
+    @torch.inference_mode()
+    def kl(self, sentences):
+        """KL(q(z | x, y) || p(z)) under each sentence's most probable class, nats: [N] (analytic for
+        diag, else from 256 draws)."""
+        import pyro.distributions as dist
+        from pyro.distributions.kl import kl_divergence
+
+        q = self.encode(sentences)
+        prior = dist.Normal(torch.zeros(len(sentences), self.svae.z_dim, device=self.svae.device), 1.0).to_event(1)
+        try:
+            return kl_divergence(q, prior)
+        except NotImplementedError:
+            z = q.sample((256,))
+            return (q.log_prob(z) - prior.log_prob(z)).mean(0)
+
+    @torch.inference_mode()
+    def latent_map(self, split="valid", n=1000, batch_size=64, method="auto"):
+        """The map of TrainedVAE.latent_map over E[z | x, y] under the predicted classes, with
+        ``labels``: each point's predicted label name."""
+        from ..evaluation.latent_map import latent_map
+
+        m = latent_map(self.svae, self.tokenizer, self.split(split, limit=n), split, batch_size, method)
+        m.labels = [self.labels[k] for probs in self.iter_classify(m.texts) for k in probs.argmax(-1).tolist()]
+        return m

@@ -2,7 +2,7 @@
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
-const state = { map: null, selected: [], toPlot: null };
+const state = { map: null, selected: [], toPlot: null, labels: null };
 
 function $(id) { return document.getElementById(id); }
 
@@ -69,16 +69,35 @@ function colour(length, lo, hi) {
   return `hsl(${210 - 180 * t}, ${70 + 15 * t}%, ${55 - 5 * t}%)`;
 }
 
+function labelColour(label) {  // a --prior class run: one hue per label
+  const k = state.labels.indexOf(label);
+  return `hsl(${Math.round(360 * k / state.labels.length)}, 65%, 48%)`;
+}
+
+function labelLegend() {
+  $("legend").replaceChildren(...state.labels.flatMap((label) => {
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = labelColour(label);
+    return [swatch, document.createTextNode(` ${label} `)];
+  }));
+}
+
 function drawMap() {
   const m = state.map, plot = $("map-plot");
   plot.replaceChildren();
   state.toPlot = scaler(m.points);
   const sorted = [...m.lengths].sort((a, b) => a - b);  // colours span the 5th to 95th percentile
   const lo = sorted[Math.floor(0.05 * (sorted.length - 1))], hi = sorted[Math.ceil(0.95 * (sorted.length - 1))];
+  const byLabel = Boolean(state.labels && m.labels);
+  if (byLabel) {
+    labelLegend();
+    $("map-colouring").textContent = "the label q(y|x) predicts";
+  }
   m.points.forEach((p, i) => {
     const [x, y] = state.toPlot(p);
-    const dot = svg("circle", { cx: x, cy: y, r: 3.5, class: "point", fill: colour(m.lengths[i], lo, hi),
-                                "data-index": i }, plot);
+    const fill = byLabel ? labelColour(m.labels[i]) : colour(m.lengths[i], lo, hi);
+    const dot = svg("circle", { cx: x, cy: y, r: 3.5, class: "point", fill, "data-index": i }, plot);
     svg("title", {}, dot).textContent = m.texts[i];
     dot.addEventListener("mouseenter", () => { $("hover").textContent = m.texts[i]; });
     dot.addEventListener("click", () => select(i, dot));
@@ -177,13 +196,17 @@ async function start() {
     const form = $("posterior-form");
     const data = await api("posterior", { sentence: $("sentence").value, n: Number($("posterior-n").value),
                                           ...decoding(form) });
+    const label = data.label === undefined ? "" :
+      `   ·   label ${data.label} (q(y|x) = ${data.probabilities[data.label].toFixed(3)})`;
     $("posterior-summary").textContent =
       `reconstruction (posterior mean): ${data.reconstruction.text}   ·   BLEU ${data.bleu.toFixed(2)}   ·   ` +
-      `KL(q ‖ p) = ${data.kl.toFixed(2)} nats`;
+      `KL(q ‖ p) = ${data.kl.toFixed(2)} nats` + label;
     fillList($("posterior-out"), data.samples.map((r) => r.text));
   }));
   $("sample-form").addEventListener("submit", run(async () => {
-    const data = await api("sample", { n: Number($("sample-n").value), ...decoding($("sample-form")) });
+    const label = state.labels ? $("sample-label").value : "";
+    const data = await api("sample", { n: Number($("sample-n").value), ...decoding($("sample-form")),
+                                       ...(label ? { label } : {}) });
     fillList($("sample-out"), data.samples.map((r) => r.text));
   }));
 
@@ -193,6 +216,11 @@ async function start() {
     $("run-info").textContent = `${info.run} · ${c.model} · z ${info.z_dim} · guide ${c.guide} · ` +
       `vocabulary ${info.vocab_size} · decoder ${c.hidden} units`;
     $("map-split").textContent = info.split;
+    if (info.labels) {  // a --prior class run: a label control on the prior tab, the map coloured by label
+      state.labels = info.labels;
+      $("sample-label").append(...info.labels.map((label) => new Option(label, label)));
+      $("sample-label-box").hidden = false;
+    }
     if (info.z_dim > 0) {
       state.map = await api("map");
       $("map-method").textContent = state.map.method === "umap" ? "by UMAP" : "on their two principal directions (PCA)";
