@@ -273,6 +273,7 @@ def test_posterior_and_homotopy_move_between_the_classes(conditional_run, run_cl
     (["--prior", "class:1"], "K must be an integer of at least 2"),
     (["--prior", "class:2", "--guide", "hier-structured"], "a single-site guide"),
     (["--prior", "class:2", "--bow", "1"], "no --iw-particles, --pretrain-steps or --bow"),
+    (["--prior", "class:2", "--select", "bleu"], "are for the sentence VAE"),
 ])
 def test_bad_class_options_are_one_line_errors_before_any_work(corpus, tmp_path, run_cli, options, fragment):
     code, _, err = run_cli("train", "--data", str(corpus), "--out", str(tmp_path / "run"), "--max-steps", "1", *options)

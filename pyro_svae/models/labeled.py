@@ -26,8 +26,8 @@ from .guides import SingleSite, make_guide
 from .likelihood import Sentences
 from .networks import Decoder, Encoder, word_dropout
 from .registration import module
+from .vae import BETA_FLOOR
 
-BETA_FLOOR = 1e-4
 PARTS = ("labeled", "unlabeled")
 
 
@@ -149,7 +149,7 @@ class LabeledVAE(nn.Module):
         """q(y | x) per sentence: probabilities [B, K]."""
         return self.q_y(self.encoder(batch.targets, batch.lengths)).probs
 
-    def decode(self, y, z=None, n=None, strategy=None, max_len=50):
+    def decode(self, y, z=None, strategy=None, max_len=50):
         """Sentences of classes y [N] (ids) from z [N, Z] (or z ~ p(z)) decoded by ``strategy``.
         -> (z, tokens [N, L])."""
         n = y.shape[0]

@@ -216,6 +216,8 @@ def _check_latent(c):
             raise SVAEError(f"--prior class: q(z | x, y) is a single-site guide over a Gaussian z, not {c.guide!r}")
         if c.iw_particles > 1 or c.pretrain_steps or c.bow > 0:
             raise SVAEError("--prior class trains on its enumerated ELBO: no --iw-particles, --pretrain-steps or --bow")
+        if c.init_decoder or c.init_from or c.select == "bleu":
+            raise SVAEError("--prior class: --init-decoder, --init-from and --select bleu are for the sentence VAE")
         return
     if c.prior not in ("standard", "hier") and not parse_mixture(c.prior):
         raise SVAEError(f"--prior {c.prior!r}: use one of standard, hier, mixture:K, class[:K]")
