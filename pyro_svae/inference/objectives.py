@@ -200,9 +200,13 @@ class EnumELBO(TraceEnum_ELBO):
         super().__init__(max_plate_nesting=1)
         self.free_bits = free_bits
 
+    def penalty(self, guide_trace, model_trace):
+        """The free-bits penalty subtracted from a particle's ELBO (``floor_penalty``)."""
+        return floor_penalty(guide_trace, model_trace, self.free_bits)
+
     def _elbos(self, model, guide, args, kwargs):
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            yield _compute_dice_elbo(model_trace, guide_trace) - floor_penalty(guide_trace, model_trace, self.free_bits)
+            yield _compute_dice_elbo(model_trace, guide_trace) - self.penalty(guide_trace, model_trace)
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         return -sum(self._elbos(model, guide, args, kwargs)) / self.num_particles

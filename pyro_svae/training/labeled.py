@@ -10,34 +10,21 @@ from pyro.distributions.kl import kl_divergence
 
 from ..data.corpus import gather, sorted_batches
 from ..devices import forked_rng
+from ..inference.objectives import EnumELBO
 from ..inference.schedules import parse_schedule
 from ..models.decoding import Greedy
 from ..models.labeled import BETA_FLOOR, PARTS, LabeledVAE, parse_classes
 from .rundir import model_config
 
 
-class LabeledELBO(TraceEnum_ELBO):
-    """``TraceEnum_ELBO`` (one plate per part of the batch; the guide's unknown y enumerated in
-    parallel), with a free-bits floor on z: per part and latent dimension, the batch-averaged KL
-    of q(z | x, y) from N(0, I) (averaged over q(y | x) where y is enumerated) counts as at least
+class LabeledELBO(EnumELBO):
+    """``EnumELBO`` (one plate per part of the batch; the guide's unknown y enumerated in parallel)
+    with the free-bits floor on z: per part and latent dimension, the batch-averaged KL of
+    q(z | x, y) from N(0, I) (averaged over q(y | x) where y is enumerated) counts as at least
     ``free_bits`` nats (the diag guide, analytic KL; another family floors its total KL, from the
     draw, at ``free_bits`` x Z). The loss stays on the device (a 0-d tensor)."""
 
-    def __init__(self, free_bits=0.0):
-        super().__init__(max_plate_nesting=1)
-        self.free_bits = free_bits
-
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        total = 0.0
-        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            total = total - self._differentiable_elbo(model_trace, guide_trace) + self.penalty(guide_trace)
-        return total / self.num_particles
-
-    def _differentiable_elbo(self, model_trace, guide_trace):
-        from pyro.infer.traceenum_elbo import _compute_dice_elbo
-        return _compute_dice_elbo(model_trace, guide_trace)
-
-    def penalty(self, guide_trace):
+    def penalty(self, guide_trace, model_trace=None):
         """scale x batch x sum_d max(0, floor - KL_d), per part (0 without a floor)."""
         if self.free_bits <= 0:
             return 0.0
@@ -58,11 +45,6 @@ class LabeledELBO(TraceEnum_ELBO):
             units = kl.mean(0)  # [U]
             total = total + site["scale"] * kl.shape[0] * (floor - units).clamp(min=0).sum()
         return total
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward()
-        return loss.detach()
 
 
 class LabeledFamily:
