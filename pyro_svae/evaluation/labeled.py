@@ -8,25 +8,22 @@ summed out, the ELBO, and how well q(y | x) classifies the split's labeled sente
 
 import math
 
+import pyro.distributions as dist
 import torch
 
 from ..data.corpus import gather, sorted_batches
 from ..devices import forked_rng
-from ..models.likelihood import token_nll
+from ..models.likelihood import Sentences
 
 
 def class_log_weights(svae, batch, h, y, samples, chunk):
     """log p(x, z_k | y) - log q(z_k | x, y) for S draws per sentence under class ids y [B]: [B, S]."""
+    q, prior = svae.q_z(h, y), dist.Normal(0.0, 1.0)
     out = []
     for start in range(0, samples, chunk):
-        k = min(chunk, samples - start)
-        q = svae.q_z(h, y)
-        z = q.sample((k,))  # [k, B, Z]
-        code = svae.code(z, y.expand(k, -1))
-        logits, _ = svae.decoder(batch.inputs.repeat(k, 1), code.reshape(-1, code.shape[-1]))
-        log_px = -token_nll(logits, batch.targets.repeat(k, 1)).sum(-1).view(k, batch.size)
-        log_pz = (-0.5 * z ** 2 - 0.5 * math.log(2 * math.pi)).sum(-1)
-        out.append((log_px + log_pz - q.log_prob(z)).T)
+        z = q.sample((min(chunk, samples - start),))  # [k, B, Z]
+        log_px = Sentences(svae.decoder, svae.code(z, y), inputs=batch.inputs).log_prob(batch.targets)  # [k, B]
+        out.append((log_px + prior.log_prob(z).sum(-1) - q.log_prob(z)).T)
     return torch.cat(out, dim=1)
 
 
