@@ -170,12 +170,11 @@ def create_app(run, split="valid", device="auto", checkpoint="best", map_size=10
         def work(v):
             z, texts = v.posterior([r.sentence], n=r.n, **r.options())
             mean, rec = v.reconstruct([r.sentence], **r.options())
-            probs = v.classify([r.sentence])[0].tolist() if labels else None
+            probs = v.classify([r.sentence])[0] if labels else None
             return z, texts, mean, rec[0], float(v.kl([r.sentence])[0]), probs
 
         (z, texts, mean, rec, kl, probs), warnings = run_model(r.seed, work)
-        label = {"label": labels[max(range(len(probs)), key=probs.__getitem__)], "probabilities": dict(zip(labels, probs))} \
-            if labels else {}
+        label = {"label": labels[int(probs.argmax())], "probabilities": dict(zip(labels, probs.tolist()))} if labels else {}
         return {"sentence": r.sentence, "reconstruction": rows(mean, [rec])[0], "kl": kl, "samples": rows(z, texts),
                 "bleu": sentence_bleu(r.sentence, rec), "warnings": warnings, **label}
 

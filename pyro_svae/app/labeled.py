@@ -9,8 +9,7 @@ reconstruct, and transfer a sentence to another class.
 import torch
 
 from ..errors import SVAEError
-from ..models.decoding import Beam, Greedy, Sampling, make_strategy
-from .trained import CHUNK, TrainedVAE
+from .trained import CHUNK, TrainedVAE, as_strategy
 
 
 class TrainedLabeledVAE(TrainedVAE):
@@ -40,13 +39,10 @@ class TrainedLabeledVAE(TrainedVAE):
 
         return evaluate_labeled(self.svae, self.split(split), samples, batch_size, chunk, seed, progress, self.labels)
 
-    def _strategy(self, strategy, search):
-        return strategy if isinstance(strategy, (Greedy, Sampling, Beam)) else make_strategy(strategy, **search)
-
     @torch.inference_mode()
     def _decode(self, y, z=None, strategy="greedy", max_len=None, **search):
         """Sentences of classes y [N] from codes z [N, Z] (None: z ~ p(z)). -> (z, texts)."""
-        z, tokens = self.svae.decode(y, z, strategy=self._strategy(strategy, search), max_len=max_len or self.max_len)
+        z, tokens = self.svae.decode(y, z, strategy=as_strategy(strategy, search), max_len=max_len or self.max_len)
         return z, [self.tokenizer.decode(row.tolist()) for row in tokens]
 
     def sample(self, n, component=None, label=None, **decoding):
@@ -82,16 +78,20 @@ class TrainedLabeledVAE(TrainedVAE):
         for start in range(0, len(sentences), chunk):
             yield self.classify(sentences[start : start + chunk])
 
+    def _summaries(self, sentences, given=None):
+        """The encoder's summaries h [N, H] and each sentence's class: ``given``, else the most
+        probable under q(y | x). -> (h, class ids [N])."""
+        batch = self.batch(sentences)
+        h = self.svae.encoder(batch.targets, batch.lengths)
+        if given is not None:
+            return h, torch.full((batch.size,), self.label_id(given), dtype=torch.long, device=self.svae.device)
+        return h, self.svae.q_y(h).probs.argmax(-1)
+
     @torch.inference_mode()
     def encode_labeled(self, sentences, given=None):
         """Each sentence's class (``given``, else the most probable under q(y | x)) and E[z | x, y].
         -> (class ids [N], z [N, Z])."""
-        batch = self.batch(sentences)
-        h = self.svae.encoder(batch.targets, batch.lengths)
-        if given is not None:
-            y = torch.full((batch.size,), self.label_id(given), dtype=torch.long, device=self.svae.device)
-        else:
-            y = self.svae.q_y(h).probs.argmax(-1)
+        h, y = self._summaries(sentences, given)
         return y, self.svae.z_mean(h, y)
 
     def reconstruct(self, sentences, **decoding):
@@ -116,9 +116,7 @@ class TrainedLabeledVAE(TrainedVAE):
     def posterior(self, sentences, n=5, **decoding):
         """n draws z ~ q(z | x, y) per sentence under its most probable class y, each decoded under y.
         -> (z [N*n, Z], texts), grouped by sentence."""
-        batch = self.batch(sentences)
-        h = self.svae.encoder(batch.targets, batch.lengths)
-        y = self.svae.q_y(h).probs.argmax(-1)
+        h, y = self._summaries(sentences)
         z = self.svae.q_z(h, y).sample((n,)).transpose(0, 1).reshape(-1, self.svae.z_dim)  # sentence-major
         return self._decode(y.repeat_interleave(n), z, **decoding)
 
@@ -146,7 +144,7 @@ class TrainedLabeledVAE(TrainedVAE):
             else:
                 y, z = self.encode_labeled([first, second])
             ends = self.svae.code(z, y)
-            strategy = self._strategy(strategy, search)
+            strategy = as_strategy(strategy, search)
             for start in range(0, steps, chunk):
                 t = torch.arange(start, min(steps, start + chunk), device=ends.device).unsqueeze(1) / (steps - 1)
                 code = (1 - t) * ends[0] + t * ends[1]
@@ -160,9 +158,7 @@ class TrainedLabeledVAE(TrainedVAE):
     @torch.inference_mode()
     def encode(self, sentences):
         """q(z | x, y) under each sentence's most probable class y: batch shape [N], event [Z]."""
-        batch = self.batch(sentences)
-        h = self.svae.encoder(batch.targets, batch.lengths)
-        return self.svae.q_z(h, self.svae.q_y(h).probs.argmax(-1))
+        return self.svae.q_z(*self._summaries(sentences))
 
     @torch.inference_mode()
     def kl(self, sentences):

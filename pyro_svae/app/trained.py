@@ -24,6 +24,11 @@ from ..training.rundir import load_corpus, load_run
 CHUNK = 256  # sentences decoded at once by the iter_* methods: memory stays flat in n and steps
 
 
+def as_strategy(strategy, search):
+    """A search strategy object, or one built from its name and options (make_strategy)."""
+    return strategy if isinstance(strategy, (Greedy, Sampling, Beam)) else make_strategy(strategy, **search)
+
+
 class TrainedVAE:
     def __init__(self, svae, tokenizer, config, warn=None, run_dir=None):
         self.svae, self.tokenizer, self.config, self.run_dir = svae, tokenizer, config, run_dir
@@ -77,9 +82,7 @@ class TrainedVAE:
     @torch.inference_mode()
     def _run_model(self, z, strategy="greedy", max_len=None, n=None, **search):
         """The model, conditioned on z or drawing it from the prior -> (z or None, tokens)."""
-        if not isinstance(strategy, (Greedy, Sampling, Beam)):
-            strategy = make_strategy(strategy, **search)
-        return self.svae.decode(z, n, strategy, max_len or self.max_len)
+        return self.svae.decode(z, n, as_strategy(strategy, search), max_len or self.max_len)
 
     def split(self, name="test", input_file=None, limit=0):
         """An evaluation split: one of the run's (train/valid/test), or a text file encoded with

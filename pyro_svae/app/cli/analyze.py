@@ -99,10 +99,7 @@ def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, per_s
         rec = vae.reconstruction(data, decode=decode, beam=beam, batch_size=batch_size)
         totals["reconstruction"] = rec["totals"]
         rows = [{**row, **r} for row, r in zip(rows, rec["sentences"])]
-    if per_sentence:
-        with open(per_sentence, "w") as f:
-            for i, row in enumerate(rows):
-                f.write(json.dumps({"index": i, **row}) + "\n")
+    _write_rows(per_sentence, rows)
     if as_json:
         click.echo(json.dumps(totals, indent=1))
         return
@@ -134,11 +131,16 @@ def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, per_s
                    f"steps ({what})")
 
 
-def _report_labeled(totals, rows, per_sentence, as_json, iw_samples):
-    if per_sentence:
-        with open(per_sentence, "w") as f:
+def _write_rows(path, rows):
+    """--per-sentence: one JSON line per sentence (nothing without a path)."""
+    if path:
+        with open(path, "w") as f:
             for i, row in enumerate(rows):
                 f.write(json.dumps({"index": i, **row}) + "\n")
+
+
+def _report_labeled(totals, rows, per_sentence, as_json, iw_samples):
+    _write_rows(per_sentence, rows)
     if as_json:
         click.echo(json.dumps(totals, indent=1))
         return
