@@ -26,16 +26,21 @@ from .guides import SingleSite, make_guide
 from .likelihood import Sentences
 from .networks import Decoder, Encoder, word_dropout
 from .registration import module
-from .vae import BETA_FLOOR
+from .vae import BETA_FLOOR, corpus_plate
 
 PARTS = ("labeled", "unlabeled")
 
 
+def is_class_prior(prior):
+    """Whether ``--prior`` names this model (class or class:K)."""
+    return prior.partition(":")[0] == "class"
+
+
 def parse_classes(prior, names=None):
     """``class`` (as many classes as the corpus names labels) or ``class:K`` -> K."""
-    kind, _, arg = prior.partition(":")
-    if kind != "class":
+    if not is_class_prior(prior):
         return 0
+    arg = prior.partition(":")[2]
     if arg:
         if not arg.isdigit() or int(arg) < 2:
             raise SVAEError(f"--prior {prior}: K must be an integer of at least 2 (class:K)")
@@ -95,11 +100,6 @@ class LabeledVAE(nn.Module):
         rows = {"labeled": (labels >= 0).nonzero().flatten(), "unlabeled": (labels < 0).nonzero().flatten()}
         return {name: r for name, r in rows.items() if len(r)}
 
-    def _plate(self, name, n, size):
-        if size is None:
-            return pyro.plate(name, n)
-        return pyro.plate(name, size, subsample=torch.arange(n))
-
     def model(self, batch=None, sizes=None, beta=1.0, word_keep=1.0, y=None, n=None, strategy=None, max_len=50,
               **kwargs):
         """p(x, y, z). With a batch, x is observed (and y where labeled); without, n sentences of
@@ -116,7 +116,7 @@ class LabeledVAE(nn.Module):
                                                   batch_size=n))
         for name, rows in self.parts(batch).items():
             part = batch.select(rows)
-            with self._plate(name, part.size, (sizes or {}).get(name)):
+            with corpus_plate(name, part.size, (sizes or {}).get(name)):
                 labels = part.labels.to(self.device) if name == "labeled" else None
                 y = pyro.sample(f"y_{name}", dist.Categorical(prior), obs=labels)
                 with poutine.scale(scale=max(beta, BETA_FLOOR)):
@@ -136,7 +136,7 @@ class LabeledVAE(nn.Module):
         for name, rows in self.parts(batch).items():
             part = batch.select(rows)
             h = self.encoder(part.targets, part.lengths)
-            with self._plate(name, part.size, (sizes or {}).get(name)):
+            with corpus_plate(name, part.size, (sizes or {}).get(name)):
                 if name == "labeled":
                     y = part.labels.to(self.device)
                 else:

@@ -105,6 +105,14 @@ def bag_of_words(logits, targets):
 PRIORS = {"standard": StandardNormalPrior, "hier": HierarchicalPrior}
 
 
+def corpus_plate(name, n, size=None):
+    """A plate over n sentences; with ``size`` they are a subsample of a corpus of that size, so
+    that their log-densities are scaled to it."""
+    if size is None:
+        return pyro.plate(name, n)
+    return pyro.plate(name, size, subsample=torch.arange(n))
+
+
 class SentenceVAE(nn.Module):
     def __init__(self, config):
         super().__init__()
@@ -137,10 +145,7 @@ class SentenceVAE(nn.Module):
         return self.decoder.out.weight.device
 
     def _plate(self, n, size):
-        """The plate over sentences; with ``size`` the batch is a subsample of a corpus of that size."""
-        if size is None:
-            return pyro.plate("sentences", n)
-        return pyro.plate("sentences", size, subsample=torch.arange(n))
+        return corpus_plate("sentences", n, size)
 
     def model(self, batch=None, size=None, beta=1.0, word_keep=1.0, n=None, strategy=None, max_len=50,
               discrete=None, temperature=None):

@@ -10,7 +10,7 @@ from ..errors import SVAEError
 from ..inference.schedules import parse_schedule
 from ..models.discrete import estimator, parse_mixture, parse_tau
 from ..models.guides import guide_class, make_guide
-from ..models.labeled import parse_classes
+from ..models.labeled import is_class_prior, parse_classes
 from ..models.vae import ModelConfig
 from .logs import BACKENDS, check_backend
 from .rundir import BEST, read_config
@@ -206,7 +206,7 @@ def _check_latent(c):
     if c.z_dim <= 0:
         raise SVAEError("--z-dim must be positive for a VAE (use --model lm for no latent)")
     make_guide(c.guide, 4, c.z_dim)  # a valid family and argument
-    if c.prior.partition(":")[0] == "class":
+    if is_class_prior(c.prior):
         parse_classes(c.prior, ["?", "?"])  # a valid K; the corpus's labels are checked when it is read
         labeled = read_store_info(c.data).get("labels") if is_store(c.data) else c.labels == "tab"
         if c.prior == "class" and not labeled:

@@ -17,6 +17,7 @@ from ..data.corpus import batch_order
 from ..data.tokenizers import vocab_hash
 from ..devices import check_amp, resolve_device
 from ..errors import SVAEError
+from ..models.labeled import is_class_prior
 from ..progress import progress_bar
 from .distributed import World
 from .family import SentenceFamily
@@ -47,7 +48,7 @@ def sentence_trainer(c, out_dir, tokenizer, splits, log=print, progress=True, wo
     device = device if device is not None else resolve_device(c.device)
     pyro.clear_param_store()
     pyro.set_rng_seed(c.seed)
-    if c.prior.partition(":")[0] == "class":
+    if is_class_prior(c.prior):
         family = LabeledFamily(c, tokenizer, device, read_config(out_dir).get("labels"))
     else:
         family = SentenceFamily(c, tokenizer, device)
