@@ -29,6 +29,18 @@ def torchrun(*args, nproc=2):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
+def whole_and_resumed(args, tmp_path, stop, end):
+    """Two 2-process runs of ``train ARGS``: tmp_path/a to step ``end`` at once, tmp_path/b stopped at
+    ``stop`` and resumed to ``end``. -> the resume's CompletedProcess."""
+    whole = torchrun(*args, "--out", str(tmp_path / "a"), "--max-steps", str(end))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    first = torchrun(*args, "--out", str(tmp_path / "b"), "--max-steps", str(stop))
+    assert first.returncode == 0, first.stderr[-3000:]
+    rest = torchrun("--resume", str(tmp_path / "b"), "--max-steps", str(end), "--quiet")
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    return rest
+
+
 def model(run):
     return load_checkpoint(os.path.join(run, "checkpoint.pt"))["model"]
 
@@ -58,12 +70,7 @@ def test_two_processes_take_the_steps_of_one_with_the_same_global_batch(corpus, 
 def test_two_process_resume_equals_the_uninterrupted_two_process_run(corpus, tmp_path):
     # word dropout and sampled z: each process's random stream must be restored, not just process 0's
     args = ["--data", str(corpus), "--eval-every", "4", *TINY, "--word-keep", "0.75"]
-    whole = torchrun(*args, "--out", str(tmp_path / "a"), "--max-steps", "12")
-    assert whole.returncode == 0, whole.stderr[-3000:]
-    first = torchrun(*args, "--out", str(tmp_path / "b"), "--max-steps", "8")
-    assert first.returncode == 0, first.stderr[-3000:]
-    rest = torchrun("--resume", str(tmp_path / "b"), "--max-steps", "12", "--quiet")
-    assert rest.returncode == 0, rest.stderr[-3000:]
+    rest = whole_and_resumed(args, tmp_path, stop=8, end=12)
     assert "resuming" in rest.stderr and "with 2 processes" in rest.stderr
     a, b = model(tmp_path / "a"), model(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)  # bit for bit
@@ -106,12 +113,7 @@ def test_two_process_labeled_model_resumes_exactly(tmp_path):
         lines = [f"{'' if split == 'train' and i % 3 else len(s) % 2}\t{s}" for i, s in enumerate(toy_sentences(n, seed))]
         (corpus / f"{split}.txt").write_text("\n".join(lines) + "\n")
     args = ["--data", str(corpus), "--labels", "tab", "--prior", "class", "--eval-every", "4", *TINY]
-    whole = torchrun(*args, "--out", str(tmp_path / "a"), "--max-steps", "8")
-    assert whole.returncode == 0, whole.stderr[-3000:]
-    first = torchrun(*args, "--out", str(tmp_path / "b"), "--max-steps", "4")
-    assert first.returncode == 0, first.stderr[-3000:]
-    rest = torchrun("--resume", str(tmp_path / "b"), "--max-steps", "8", "--quiet")
-    assert rest.returncode == 0, rest.stderr[-3000:]
+    whole_and_resumed(args, tmp_path, stop=4, end=8)
     a, b = model(tmp_path / "a"), model(tmp_path / "b")
     assert "classifier.2.weight" in a and all(torch.equal(a[k], b[k]) for k in a)  # bit for bit
     rows = metrics(tmp_path / "a")
