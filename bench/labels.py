@@ -26,6 +26,7 @@ import torch.nn.functional as F  # noqa: E402
 import pyro_svae  # noqa: E402
 from pyro_svae.data.corpus import gather  # noqa: E402
 from pyro_svae.devices import cpu_name  # noqa: E402
+from pyro_svae.evaluation.adversarial import unigram_counts  # noqa: E402
 from pyro_svae.models.networks import Encoder  # noqa: E402
 from pyro_svae.training.config import TrainConfig  # noqa: E402
 from pyro_svae.training.rundir import load_corpus  # noqa: E402
@@ -68,10 +69,7 @@ def logistic_accuracy(x, y, xt, yt, classes, steps=300, weight_decay=1e-3, seed=
 
 
 def bag_of_words(split, positions, vocab_size):
-    x = torch.zeros(len(positions), vocab_size)
-    for row, i in enumerate(positions):
-        x[row].index_add_(0, torch.tensor(split.sentence(i), dtype=torch.long), torch.ones(len(split.sentence(i))))
-    return x
+    return unigram_counts([split.sentence(i) for i in positions], vocab_size)
 
 
 def supervised_accuracy(split, labeled, test, c, classes, vocab_size, epochs, seed=0):

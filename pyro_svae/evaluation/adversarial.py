@@ -21,17 +21,19 @@ def _examples(real, fake, index):
     return [real[i] for i in index] + [fake[i] for i in index], torch.tensor([1.0] * len(index) + [0.0] * len(index))
 
 
+def unigram_counts(sentences, vocab_size):
+    """Bag-of-unigram counts of token-id lists: [N, V]."""
+    x = torch.zeros(len(sentences), vocab_size)
+    for row, ids in enumerate(sentences):
+        x[row].index_add_(0, torch.tensor(ids, dtype=torch.long), torch.ones(len(ids)))
+    return x
+
+
 def unigram_accuracy(real, fake, vocab_size, seed=0, steps=300, weight_decay=1e-3):
     """Logistic regression on bag-of-unigram counts; -> test accuracy."""
-    def features(sentences):
-        x = torch.zeros(len(sentences), vocab_size)
-        for row, ids in enumerate(sentences):
-            x[row].index_add_(0, torch.tensor(ids, dtype=torch.long), torch.ones(len(ids)))
-        return x
-
     train_idx, test_idx = halves(len(real), seed)
     (xs, y), (xt, yt) = _examples(real, fake, train_idx), _examples(real, fake, test_idx)
-    xs, xt = features(xs), features(xt)
+    xs, xt = unigram_counts(xs, vocab_size), unigram_counts(xt, vocab_size)
     torch.manual_seed(seed)
     model = nn.Linear(vocab_size, 1)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05, weight_decay=weight_decay)
