@@ -9,6 +9,7 @@ reconstruct, and transfer a sentence to another class.
 import torch
 
 from ..errors import SVAEError
+from ..models.labeled import label_names
 from .trained import CHUNK, TrainedVAE, as_strategy
 
 
@@ -17,8 +18,7 @@ class TrainedLabeledVAE(TrainedVAE):
 
     @property
     def labels(self):
-        names = self.config.get("labels") or []
-        return [names[k] if k < len(names) else str(k) for k in range(self.svae.classes)]
+        return label_names(self.config.get("labels"), self.svae.classes)
 
     def label_id(self, label):
         """A label's class id, by name (or by id for a model trained without names)."""

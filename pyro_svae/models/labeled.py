@@ -36,6 +36,12 @@ def is_class_prior(prior):
     return prior.partition(":")[0] == "class"
 
 
+def label_names(names, classes):
+    """The name of each of ``classes`` classes: the corpus's label names, else the class ids."""
+    names = names or []
+    return [names[k] if k < len(names) else str(k) for k in range(classes)]
+
+
 def parse_classes(prior, names=None):
     """``class`` (as many classes as the corpus names labels) or ``class:K`` -> K."""
     if not is_class_prior(prior):

@@ -13,7 +13,7 @@ from ..devices import forked_rng
 from ..inference.objectives import EnumELBO
 from ..inference.schedules import parse_schedule
 from ..models.decoding import Greedy
-from ..models.labeled import BETA_FLOOR, PARTS, LabeledVAE, parse_classes
+from ..models.labeled import BETA_FLOOR, PARTS, LabeledVAE, label_names, parse_classes
 from .rundir import model_config
 
 
@@ -51,10 +51,11 @@ class LabeledFamily:
     """M2 of config ``c`` on a corpus with labels ``names`` (some sentences may be unlabeled)."""
 
     def __init__(self, c, tokenizer, device, names):
-        self.c, self.tokenizer, self.names = c, tokenizer, names or []
+        self.c, self.tokenizer = c, tokenizer
         classes = parse_classes(c.prior, names)
         self.module = self.svae = LabeledVAE(model_config({"train": dataclasses.asdict(c)}, len(tokenizer)),
                                              classes, c.alpha).to(device)
+        self.labels = label_names(names, classes)
         self.model, self.guide = self.svae.model, self.svae.guide
         self.schedule, self.sizes = None, None
 
@@ -92,10 +93,7 @@ class LabeledFamily:
             y = torch.arange(n, device=self.svae.device) % self.svae.classes
             _, tokens = self.svae.decode(y, strategy=Greedy(unk=False), max_len=self.c.max_len + 1)
         self.svae.train(was_training)
-        return [f"[{self.label_name(int(k))}] " + self.tokenizer.decode(row.tolist()) for k, row in zip(y, tokens)]
-
-    def label_name(self, k):
-        return self.names[k] if k < len(self.names) else str(k)
+        return [f"[{self.labels[int(k)]}] " + self.tokenizer.decode(row.tolist()) for k, row in zip(y, tokens)]
 
     def validate(self, split, batch_size, world, step):
         m = validate_labeled(self.svae, split, batch_size, self.c.seed)
