@@ -24,10 +24,11 @@ class ReadStats:
     max_bytes: int = MAX_LINE_BYTES
 
 
-def iter_lines(path, stats, digest=None, bar=None):
+def iter_lines(path, stats, digest=None, bar=None, keep_empty=False):
     """Stream the non-empty UTF-8 lines of ``path``, stripped, counting in ``stats`` (a fresh
     ReadStats) the lines skipped: empty, undecodable, over ``stats.max_bytes``. ``digest``: a
-    hashlib object fed every byte; ``bar``: a progress bar advanced by bytes."""
+    hashlib object fed every byte; ``bar``: a progress bar advanced by bytes. ``keep_empty``: an
+    empty line is yielded too, as "" (a document boundary)."""
     _check_text_file(path)
     with open(path, "rb", buffering=1 << 20) as f:
         for number, (raw, size) in enumerate(_raw_lines(f, stats.max_bytes, digest), 1):
@@ -48,6 +49,8 @@ def iter_lines(path, stats, digest=None, bar=None):
                 yield line
             else:
                 stats.empty += 1
+                if keep_empty:
+                    yield ""
     if stats.lines and stats.undecodable_count == stats.lines:
         raise SVAEError(f"{path}: not UTF-8 text (no line decodes)")
 

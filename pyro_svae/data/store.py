@@ -12,7 +12,6 @@ counts, one byte per line of a file that must be split, and a bounded sample for
 
 import collections
 import dataclasses
-import hashlib
 import json
 import multiprocessing
 import os
@@ -21,17 +20,17 @@ import random
 import numpy as np
 import torch
 
-from ..checkpoint import TMP_PREFIX, atomic_write_bytes
-from .corpus import SPLITS, ReadStats, iter_lines, split_assignment, split_files
+from ..checkpoint import atomic_write_bytes
+from .corpus import SPLITS, split_files
 from ..errors import SVAEError
-from ..progress import progress_bar
+from .sources import progress_bar_for, scan_sources, source_sentences, train_lines
 from .tokenizers import SentencePieceTokenizer, WordTokenizer, load_tokenizer, vocab_hash
+from .writer import SplitWriter
 
 STORE = "store.json"
 FORMAT = 1
 CHUNK = 8192  # lines per encoding job
 PARALLEL_BYTES = 16 << 20  # corpora smaller than this are encoded in this process
-MAX_LABELS = 1000  # more label names than this: not a labeled corpus
 SPM_SAMPLE = 2_000_000  # sentencepiece trains on at most this many random training lines
 
 
@@ -119,7 +118,7 @@ def prepare_store(data, out, options=None, workers=0, log=print, progress=True):
     o = options or StoreOptions()
     files = split_files(data)
     os.makedirs(out, exist_ok=True)
-    sources, read, checksums, names = _scan(files, log, progress, o.labels == "tab")
+    sources, read, checksums, names = scan_sources(files, log, progress, o.labels == "tab")
     tokenizer = _build_tokenizer(sources, o, out, progress)
     total_bytes = sum(os.path.getsize(f) for f, _ in sources)
     workers = workers or ((os.cpu_count() or 1) if total_bytes > PARALLEL_BYTES else 1)
@@ -154,91 +153,17 @@ def load_store(folder):
     return tokenizer, open_store(folder), info
 
 
-def split_label(line):
-    """``LABEL<TAB>sentence`` -> (label name or None, sentence); no tab, an empty label or ``?``:
-    an unlabeled sentence (None)."""
-    label, tab, text = line.partition("\t")
-    if not tab:
-        return None, line
-    label = label.strip()
-    return (label if label not in ("", "?") else None), text.strip()
-
-
-def _scan(files, log, progress, labeled=False):
-    """First pass over every file: count its lines, hash it, decide each line's split and, for a
-    labeled corpus, collect the label names. -> ([(file, assign)], read stats per split, sha256
-    per file name, the label names in order (numbers by value) or None). ``assign`` is the split's name
-    when the file is one split, else a uint8 array giving the split of each of its sentences."""
-    sources, read, checksums, names = [], {}, {}, set()
-    for split, path in files.items():
-        stats, digest = ReadStats(), hashlib.sha256()
-        with _bar(path, f"reading {os.path.basename(path)}", progress) as bar:
-            n = 0
-            for line in iter_lines(path, stats, digest=digest, bar=bar):
-                n += 1
-                if labeled:
-                    label = split_label(line)[0]
-                    if label is not None:
-                        names.add(label)
-                        if len(names) > MAX_LABELS:
-                            raise SVAEError(f"{path}: over {MAX_LABELS} different labels; with --labels tab the "
-                                            "first field of each line (before a tab) is its label")
-        checksums[os.path.basename(path)] = digest.hexdigest()
-        _log_read(log, split, stats)
-        read[split] = dataclasses.asdict(stats)
-        sources.append((path, split, n))
-    has = {split for _, split, _ in sources}
-    if not sum(n for _, split, n in sources if split in ("train", "all")):
-        raise SVAEError(f"{files.get('train', files.get('all'))}: the corpus has no non-empty sentence")
-    if labeled and len(names) < 2:
-        raise SVAEError(f"--labels tab: the corpus names {len(names)} label(s); a labeled corpus needs at least 2 "
-                        "(lines LABEL<TAB>sentence)")
-    names = sorted(names, key=lambda n: (not n.lstrip("-").isdigit(), int(n) if n.lstrip("-").isdigit() else 0, n))
-    out = []
-    for path, split, n in sources:
-        if split == "all":
-            out.append((path, split_assignment(n, 0.05, 0.05).numpy()))
-        elif split == "train" and "valid" not in has:
-            out.append((path, split_assignment(n, 0.05, 0.0 if "test" in has else 0.05).numpy()))
-        else:
-            out.append((path, split))
-    return out, read, checksums, (names if labeled else None)
-
-
-def _sentences(source, stats=None, bar=None, labels=None):
-    """(split, sentence, label id) for every sentence of a source, in file order. ``labels``:
-    {name: id} of a labeled corpus (the label is split off the line; -1: unlabeled), or None
-    (the whole line is the sentence, label -1)."""
-    path, assign = source
-    for i, line in enumerate(iter_lines(path, stats or ReadStats(), bar=bar)):
-        label = -1
-        if labels is not None:
-            name, line = split_label(line)
-            label = labels[name] if name is not None else -1
-        yield (assign if isinstance(assign, str) else SPLITS[assign[i]]), line, label
-
-
-def _train_lines(sources, progress, labeled=False):
-    for source in sources:
-        if isinstance(source[1], str) and source[1] != "train":
-            continue
-        with _bar(source[0], "counting words", progress) as bar:
-            for split, line, _ in _sentences(source, bar=bar):
-                if split == "train":
-                    yield split_label(line)[1] if labeled else line
-
-
 def _build_tokenizer(sources, o, out, progress):
     labeled = o.labels == "tab"
     if o.tokenizer == "word":
         counts = {}
-        for line in _train_lines(sources, progress, labeled):
+        for line in train_lines(sources, progress, labeled):
             for w in line.split():
                 counts[w] = counts.get(w, 0) + 1
         return WordTokenizer.from_counts(counts, o.vocab_size, o.min_count)
     # sentencepiece: a uniform random sample of at most SPM_SAMPLE training lines (reservoir)
     rng, sample = random.Random(0), []
-    for i, line in enumerate(_train_lines(sources, progress, labeled)):
+    for i, line in enumerate(train_lines(sources, progress, labeled)):
         if i < SPM_SAMPLE:
             sample.append(line)
         elif (j := rng.randrange(i + 1)) < SPM_SAMPLE:
@@ -267,8 +192,8 @@ def _chunks(sources, progress, labels=None):
     """(splits [n], lines [n], label ids [n]) chunks of CHUNK sentences, in corpus order."""
     names, lines, ids = [], [], []
     for source in sources:
-        with _bar(source[0], f"encoding {os.path.basename(source[0])}", progress) as bar:
-            for split, line, label in _sentences(source, bar=bar, labels=labels):
+        with progress_bar_for(source[0], f"encoding {os.path.basename(source[0])}", progress) as bar:
+            for split, line, label in source_sentences(source, bar=bar, labels=labels):
                 names.append(split)
                 lines.append(line)
                 ids.append(label)
@@ -283,7 +208,7 @@ def _encode(sources, tokenizer, o, out, workers, progress, label_names=None):
     """Encode every sentence into its split's files. -> {split: counts}."""
     dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32
     labels = {n: i for i, n in enumerate(label_names)} if label_names is not None else None
-    writers = {name: _SplitWriter(out, name, dtype, o.max_len if name == "train" else None, o.too_long,
+    writers = {name: SplitWriter(out, name, dtype, o.max_len if name == "train" else None, o.too_long,
                                   len(label_names) if labels is not None else None)
                for name in SPLITS}
     state = tokenizer.state()
@@ -315,88 +240,3 @@ def _route(writers, names_and_labels, flat, lengths):
     starts = ends - lengths
     for name, label, a, b in zip(names, labels, starts.tolist(), ends.tolist()):
         writers[name].add(flat[a:b], label)
-
-
-class _SplitWriter:
-    """Appends sentences to SPLIT.tokens / SPLIT.offsets (and SPLIT.labels, with ``classes``)
-    through temporary files, renamed at close."""
-
-    BUFFER = 1 << 16  # sentences buffered before a write
-
-    def __init__(self, folder, name, dtype, max_len, too_long, classes=None):
-        kinds = ("tokens", "offsets") + (("labels",) if classes is not None else ())
-        self.final = [os.path.join(folder, f"{name}.{kind}") for kind in kinds]
-        self.temp = [os.path.join(folder, f"{TMP_PREFIX}{name}.{kind}") for kind in kinds]
-        self.files = [open(path, "wb") for path in self.temp]
-        self.dtype, self.max_len, self.too_long = dtype, max_len, too_long
-        self.pieces, self.lengths, self.labels = [], [], []
-        self.total, self.counts = 0, {"sentences": 0, "tokens": 0, "too_long": 0, "empty_after_tokenizing": 0,
-                                      "dtype": np.dtype(dtype).name}
-        if classes is not None:
-            self.counts.update(label_counts=[0] * classes, unlabeled=0)
-        np.zeros(1, dtype=np.int64).tofile(self.files[1])
-
-    def add(self, ids, label=-1):
-        if len(ids) == 0:
-            self.counts["empty_after_tokenizing"] += 1
-            return
-        if self.max_len is not None and len(ids) > self.max_len:
-            self.counts["too_long"] += 1
-            if self.too_long == "drop":
-                return
-            ids = ids[: self.max_len]
-        self.pieces.append(ids)
-        self.lengths.append(len(ids))
-        self.labels.append(label)
-        if len(self.lengths) >= self.BUFFER:
-            self.flush()
-
-    def flush(self):
-        if not self.lengths:
-            return
-        np.concatenate(self.pieces).astype(self.dtype).tofile(self.files[0])
-        ends = self.total + np.cumsum(np.asarray(self.lengths, dtype=np.int64))
-        ends.tofile(self.files[1])
-        if len(self.files) == 3:
-            labels = np.asarray(self.labels, dtype=np.int16)
-            labels.tofile(self.files[2])
-            counts = np.bincount(labels[labels >= 0], minlength=len(self.counts["label_counts"]))
-            self.counts["label_counts"] = [a + int(b) for a, b in zip(self.counts["label_counts"], counts)]
-            self.counts["unlabeled"] += int((labels < 0).sum())
-        self.total = int(ends[-1])
-        self.counts["sentences"] += len(self.lengths)
-        self.pieces, self.lengths, self.labels = [], [], []
-
-    def close(self):
-        self.flush()
-        self.counts["tokens"] = self.total
-        for f in self.files:
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
-        for temp, final in zip(self.temp, self.final):
-            os.replace(temp, final)
-        return self.counts
-
-    def abort(self):
-        for f in self.files:
-            f.close()
-        for temp in self.temp:
-            if os.path.exists(temp):
-                os.unlink(temp)
-
-
-def _bar(path, what, progress):
-    return progress_bar(total=os.path.getsize(path), desc=what, unit="B", unit_scale=True, disable=not progress,
-                        dynamic_ncols=True, leave=False, delay=1.0)
-
-
-def _log_read(log, split, stats):
-    if stats.undecodable_count:
-        lines = ", ".join(map(str, stats.undecodable)) + (" ..." if stats.undecodable_count > len(stats.undecodable) else "")
-        log(f"warning: {split}: {stats.undecodable_count} lines are not UTF-8 and were skipped (lines {lines})")
-    if stats.over_long:
-        log(f"warning: {split}: {stats.over_long} lines longer than {stats.max_bytes} bytes were skipped")
-    if stats.empty:
-        log(f"{split}: {stats.empty} empty lines skipped")
-
