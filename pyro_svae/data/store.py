@@ -2,7 +2,10 @@
 
 A store is a folder holding, per split, ``SPLIT.tokens`` (every sentence's token ids end to
 end, ``uint16`` when the vocabulary fits, else ``uint32``) and ``SPLIT.offsets`` (``int64``,
-sentence i is ``tokens[offsets[i]:offsets[i+1]]``); with ``labels="tab"`` (lines
+sentence i is ``tokens[offsets[i]:offsets[i+1]]``); with ``documents`` (``blank``: an empty
+line ends a document; ``lines``: a document per line, cut into sentences after ``.``/``?``/``!``)
+also ``SPLIT.documents`` (``int64``, document j is sentences ``documents[j]:documents[j+1]``); with
+``labels="tab"`` (lines
 ``LABEL<TAB>sentence``) also ``SPLIT.labels`` (``int16``, an index into store.json's label names,
 -1 for an unlabeled sentence: an empty label, ``?`` or no tab); the tokenizer (``tokenizer.json``, and
 ``spm.model`` for sentencepiece) and ``store.json`` (written last: a store without it is
@@ -44,6 +47,7 @@ class StoreOptions:
     max_len: int = 60  # training sentences only; evaluation splits stay whole
     too_long: str = "drop"
     labels: str = "none"  # tab: each line is LABEL<TAB>sentence
+    documents: str = "none"  # blank: an empty line ends a document; lines: a document per line
 
 
 class MappedSplit:
@@ -51,8 +55,11 @@ class MappedSplit:
     ``sentence(i)`` (a list of ids), as ``corpus.EncodedSplit``; ``labels`` [N] (int16, -1:
     unlabeled) in a labeled store, else None."""
 
-    def __init__(self, folder, name, dtype, labeled=False):
+    def __init__(self, folder, name, dtype, labeled=False, documents=False):
         tokens = os.path.join(folder, f"{name}.tokens")
+        # a store of documents: document j is sentences documents[j]:documents[j+1] (int64)
+        self.documents = (np.memmap(os.path.join(folder, f"{name}.documents"), dtype=np.int64, mode="r")
+                          if documents else None)
         path = os.path.join(folder, f"{name}.labels")
         self.labels = None
         if labeled:
@@ -98,13 +105,16 @@ def open_store(folder):
     splits = {}
     for name, meta in info["splits"].items():
         try:
-            splits[name] = MappedSplit(folder, name, np.dtype(meta["dtype"]), "labels" in info)
+            splits[name] = MappedSplit(folder, name, np.dtype(meta["dtype"]), "labels" in info,
+                                       info["options"].get("documents", "none") != "none")
         except (OSError, ValueError) as e:
             raise SVAEError(f"{folder}: the store's {name} split is unreadable ({e.__class__.__name__}); "
                             f"prepare it again") from None
-        labels = splits[name].labels
+        labels, documents = splits[name].labels, splits[name].documents
         if len(splits[name]) != meta["sentences"] or int(splits[name].offsets[-1]) != meta["tokens"] \
-                or (labels is not None and len(labels) != meta["sentences"]):
+                or (labels is not None and len(labels) != meta["sentences"]) \
+                or (documents is not None and (len(documents) != meta["documents"] + 1
+                                               or int(documents[-1]) != meta["sentences"])):
             raise SVAEError(f"{folder}: the store's {name} split is incomplete; prepare it again")
     return splits
 
@@ -118,15 +128,17 @@ def prepare_store(data, out, options=None, workers=0, log=print, progress=True):
     o = options or StoreOptions()
     files = split_files(data)
     os.makedirs(out, exist_ok=True)
-    sources, read, checksums, names = scan_sources(files, log, progress, o.labels == "tab")
+    sources, read, checksums, names = scan_sources(files, log, progress, o.labels == "tab", o.documents)
     tokenizer = _build_tokenizer(sources, o, out, progress)
-    total_bytes = sum(os.path.getsize(f) for f, _ in sources)
+    total_bytes = sum(os.path.getsize(source[0]) for source in sources)
     workers = workers or ((os.cpu_count() or 1) if total_bytes > PARALLEL_BYTES else 1)
     counts = _encode(sources, tokenizer, o, out, workers, progress, names)
     for name, c in counts.items():
         verb = "dropped" if o.too_long == "drop" else "truncated"
-        log(f"{name}: {c['sentences']} sentences, {c['tokens']} tokens"
-            + (f"; {c['too_long']} over --max-len {o.max_len} {verb}" if c["too_long"] else ""))
+        documents = f"{c['documents']} documents, " if "documents" in c else ""
+        dropped = " (and their documents)" if "documents" in c and o.too_long == "drop" else ""
+        log(f"{name}: {documents}{c['sentences']} sentences, {c['tokens']} tokens"
+            + (f"; {c['too_long']} over --max-len {o.max_len} {verb}{dropped}" if c["too_long"] else ""))
     if counts["train"]["sentences"] == 0:
         raise SVAEError(f"{data}: no valid training sentence (empty, undecodable or over --max-len)")
     if counts["valid"]["sentences"] == 0:
@@ -189,19 +201,21 @@ def _encode_chunk(lines):
 
 
 def _chunks(sources, progress, labels=None):
-    """(splits [n], lines [n], label ids [n]) chunks of CHUNK sentences, in corpus order."""
-    names, lines, ids = [], [], []
+    """((splits [n], label ids [n], ends a document [n]), lines [n]) chunks of CHUNK sentences, in
+    corpus order."""
+    names, lines, ids, ends = [], [], [], []
     for source in sources:
         with progress_bar_for(source[0], f"encoding {os.path.basename(source[0])}", progress) as bar:
-            for split, line, label in source_sentences(source, bar=bar, labels=labels):
+            for split, line, label, end in source_sentences(source, bar=bar, labels=labels):
                 names.append(split)
                 lines.append(line)
                 ids.append(label)
+                ends.append(end)
                 if len(lines) == CHUNK:
-                    yield (names, ids), lines
-                    names, lines, ids = [], [], []
+                    yield (names, ids, ends), lines
+                    names, lines, ids, ends = [], [], [], []
     if lines:
-        yield (names, ids), lines
+        yield (names, ids, ends), lines
 
 
 def _encode(sources, tokenizer, o, out, workers, progress, label_names=None):
@@ -209,7 +223,7 @@ def _encode(sources, tokenizer, o, out, workers, progress, label_names=None):
     dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32
     labels = {n: i for i, n in enumerate(label_names)} if label_names is not None else None
     writers = {name: SplitWriter(out, name, dtype, o.max_len if name == "train" else None, o.too_long,
-                                  len(label_names) if labels is not None else None)
+                                 len(label_names) if labels is not None else None, o.documents != "none")
                for name in SPLITS}
     state = tokenizer.state()
     try:
@@ -234,9 +248,11 @@ def _encode(sources, tokenizer, o, out, workers, progress, label_names=None):
             w.abort()
 
 
-def _route(writers, names_and_labels, flat, lengths):
-    names, labels = names_and_labels
+def _route(writers, marks, flat, lengths):
+    names, labels, ends_document = marks
     ends = np.cumsum(lengths)
     starts = ends - lengths
-    for name, label, a, b in zip(names, labels, starts.tolist(), ends.tolist()):
+    for name, label, a, b, last in zip(names, labels, starts.tolist(), ends.tolist(), ends_document):
         writers[name].add(flat[a:b], label)
+        if last:
+            writers[name].end_document()

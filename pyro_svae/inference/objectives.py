@@ -285,3 +285,24 @@ def _scaled_log_prob(trace):
         if site["type"] == "sample":
             total = total + site["scale"] * site["fn"].log_prob(site["value"])
     return total
+
+
+class DocumentELBO(OnDevice, Trace_ELBO):
+    """The ELBO of the document model (models/documents.py), log p(x, z) - log q(z | x) at one draw,
+    with free bits per sentence: the batch's KL, log q(z) - log p(z) at the draw summed over its
+    documents, counts as at least ``free_bits`` x Z nats per sentence (the floor measured against
+    the chain with its parameters detached, so that the chain still fits the posteriors below it)."""
+
+    def __init__(self, free_bits=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.free_bits = free_bits
+
+    def _differentiable_loss_particle(self, model_trace, guide_trace):
+        elbo = model_trace.log_prob_sum() - guide_trace.log_prob_sum()
+        if self.free_bits > 0:
+            q, p = guide_trace.nodes["z"], model_trace.nodes["z"]
+            z = q["value"]
+            kl = (q["fn"].log_prob(z) - p["fn"].detached().log_prob(z)).sum()
+            floor = self.free_bits * z.shape[-1] * p["fn"].mask.sum()
+            elbo = elbo - q["scale"] * (floor - kl).clamp(min=0)
+        return -elbo.detach(), -elbo

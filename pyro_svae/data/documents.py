@@ -1,0 +1,134 @@
+"""Documents: a split of a token store as documents of sentences, and their minibatches.
+
+A document batch holds its S sentences as one sentence Batch (document-major, in order) and where
+each sits in a [D, T] grid (D documents, T = the most sentences of any of them)."""
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from ..errors import SVAEError
+from .corpus import Batch, make_batch
+from .tokenizers import EOS
+
+
+class DocumentSplit:
+    """The documents of a ``MappedSplit`` of a store prepared with ``--documents``: ``len`` (the
+    number of documents), ``lengths`` [N] (sentences per document, for bucketing batches) and
+    ``document(i)`` (a list of sentences, each a list of ids)."""
+
+    def __init__(self, split):
+        if getattr(split, "documents", None) is None:
+            raise SVAEError("the corpus has no documents: prepare it with --documents blank (an empty line "
+                            "between documents) or --documents lines (a document per line)")
+        self.sentences = split
+        self.offsets = torch.from_numpy(np.array(split.documents, dtype=np.int64))  # a copy: 8 bytes a document
+        self.lengths = self.offsets[1:] - self.offsets[:-1]
+
+    def __len__(self):
+        return len(self.offsets) - 1
+
+    def span(self, i):
+        return int(self.offsets[i]), int(self.offsets[i + 1])
+
+    def document(self, i):
+        a, b = self.span(i)
+        return [self.sentences.sentence(j) for j in range(a, b)]
+
+
+class ConcatenatedSplit:
+    """Each document of a ``DocumentSplit`` as one sequence, its sentences joined by ``</s>`` (the
+    language model over whole documents): ``len``, ``lengths`` and ``sentence(i)`` as a sentence split."""
+
+    def __init__(self, documents):
+        self.documents = documents
+        tokens = documents.sentences.lengths  # per sentence, without </s>
+        sums = torch.zeros(len(tokens) + 1, dtype=torch.long)
+        sums[1:] = tokens.cumsum(0)
+        o = documents.offsets
+        self.lengths = sums[o[1:]] - sums[o[:-1]] + documents.lengths - 1  # the separators between sentences
+
+    def __len__(self):
+        return len(self.documents)
+
+    def sentence(self, i):
+        return join_sentences(self.documents.document(i))
+
+
+def join_sentences(sentences):
+    """[[ids], ...] -> one sequence with ``</s>`` between the sentences."""
+    out = []
+    for k, s in enumerate(sentences):
+        out.extend(s if k == 0 else [EOS, *s])
+    return out
+
+
+@dataclasses.dataclass
+class DocumentBatch:
+    """D documents, S sentences in all. ``sentences``: their Batch [S, L], document-major;
+    ``slots`` [S]: each sentence's place d * T + t in the [D, T] grid; ``sizes`` [D]: sentences per
+    document; ``index`` [D]: the documents' positions in the split (the plate's subsample).
+    index, sizes and slots stay on the host; the sentences' tokens move with ``to``."""
+
+    index: torch.Tensor
+    sentences: Batch
+    sizes: torch.Tensor
+    slots: torch.Tensor
+
+    @property
+    def size(self):
+        return len(self.sizes)
+
+    @property
+    def steps(self):
+        return int(self.sizes.max()) if len(self.sizes) else 0
+
+    @property
+    def mask(self):
+        """[D, T] bool: which slots hold a sentence (on the sentences' device)."""
+        steps = torch.arange(self.steps, device=self.sentences.targets.device)
+        return steps < self.sizes.to(steps.device).unsqueeze(-1)
+
+    def num_tokens(self):
+        return self.sentences.num_tokens()
+
+    def to(self, device):
+        return dataclasses.replace(self, sentences=self.sentences.to(device))
+
+    def prefix(self, t):
+        """The documents' first ``t`` sentences (documents shorter than that stay whole)."""
+        return make_document_batch(self._lists(t), self.index)
+
+    def _lists(self, t=None):
+        targets, lengths = self.sentences.targets.cpu(), self.sentences.lengths
+        rows = [targets[i, : int(lengths[i]) - 1].tolist() for i in range(len(lengths))]
+        docs, start = [], 0
+        for n in self.sizes.tolist():
+            docs.append(rows[start : start + n][:t])
+            start += n
+        return docs
+
+    def repeat(self, k):
+        """Each document k times in a row: [D * k] documents."""
+        docs = [d for d in self._lists() for _ in range(k)]
+        return make_document_batch(docs, self.index.repeat_interleave(k)).to(self.sentences.targets.device)
+
+
+def make_document_batch(documents, index=None):
+    """DocumentBatch from a list of documents, each a list of token-id lists (without <s>, </s>)."""
+    if any(len(d) == 0 for d in documents):
+        raise SVAEError("a document needs at least one sentence")
+    sizes = torch.tensor([len(d) for d in documents], dtype=torch.long)
+    T = int(sizes.max()) if len(sizes) else 0
+    slots = torch.cat([d * T + torch.arange(n) for d, n in enumerate(sizes.tolist())]) if len(sizes) \
+        else torch.zeros(0, dtype=torch.long)
+    index = torch.arange(len(documents)) if index is None else torch.as_tensor(index, dtype=torch.long)
+    return DocumentBatch(index, make_batch([s for d in documents for s in d]), sizes, slots)
+
+
+def gather_documents(split, positions):
+    """The DocumentBatch of a DocumentSplit's documents at ``positions``."""
+    if torch.is_tensor(positions):
+        positions = positions.tolist()
+    return make_document_batch([split.document(i) for i in positions], positions)
