@@ -98,21 +98,26 @@ class DocumentBatch:
 
     def prefix(self, t):
         """The documents' first ``t`` sentences (documents shorter than that stay whole)."""
-        return make_document_batch(self._lists(t), self.index)
-
-    def _lists(self, t=None):
-        targets, lengths = self.sentences.targets.cpu(), self.sentences.lengths
-        rows = [targets[i, : int(lengths[i]) - 1].tolist() for i in range(len(lengths))]
-        docs, start = [], 0
-        for n in self.sizes.tolist():
-            docs.append(rows[start : start + n][:t])
-            start += n
-        return docs
+        rows = ((self.slots % max(self.steps, 1)) < t).nonzero().flatten()
+        return self._regroup(rows, self.sizes.clamp(max=t), self.index)
 
     def repeat(self, k):
         """Each document k times in a row: [D * k] documents."""
-        docs = [d for d in self._lists() for _ in range(k)]
-        return make_document_batch(docs, self.index.repeat_interleave(k)).to(self.sentences.targets.device)
+        starts = self.sizes.cumsum(0) - self.sizes
+        rows = torch.cat([torch.arange(a, a + n) for a, n in zip(starts.tolist(), self.sizes.tolist())
+                          for _ in range(k)]) if len(self.sizes) else torch.zeros(0, dtype=torch.long)
+        return self._regroup(rows, self.sizes.repeat_interleave(k), self.index.repeat_interleave(k))
+
+    def _regroup(self, rows, sizes, index):
+        return DocumentBatch(index, self.sentences.select(rows), sizes, grid_slots(sizes))
+
+
+def grid_slots(sizes):
+    """Each sentence's slot d * T + t in the [D, T] grid of documents of ``sizes`` [D]."""
+    T = int(sizes.max()) if len(sizes) else 0
+    document = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
+    starts = sizes.cumsum(0) - sizes
+    return document * T + torch.arange(len(document)) - starts[document]
 
 
 def make_document_batch(documents, index=None):
@@ -120,11 +125,8 @@ def make_document_batch(documents, index=None):
     if any(len(d) == 0 for d in documents):
         raise SVAEError("a document needs at least one sentence")
     sizes = torch.tensor([len(d) for d in documents], dtype=torch.long)
-    T = int(sizes.max()) if len(sizes) else 0
-    slots = torch.cat([d * T + torch.arange(n) for d, n in enumerate(sizes.tolist())]) if len(sizes) \
-        else torch.zeros(0, dtype=torch.long)
     index = torch.arange(len(documents)) if index is None else torch.as_tensor(index, dtype=torch.long)
-    return DocumentBatch(index, make_batch([s for d in documents for s in d]), sizes, slots)
+    return DocumentBatch(index, make_batch([s for d in documents for s in d]), sizes, grid_slots(sizes))
 
 
 def gather_documents(split, positions):

@@ -10,6 +10,7 @@ from ..errors import SVAEError
 from ..inference.schedules import parse_schedule
 from ..models.discrete import estimator, parse_mixture, parse_tau
 from ..models.guides import guide_class, make_guide
+from ..models.documents import DOCUMENT_GUIDES, is_chain_prior
 from ..models.labeled import is_class_prior, parse_classes
 from ..models.vae import ModelConfig
 from .logs import BACKENDS, check_backend
@@ -78,6 +79,9 @@ OPTIONS = [
     Option('too_long', 'drop', 'What to do with longer training sentences: drop or truncate.', choices=('drop', 'truncate')),
     Option('labels', 'none', 'tab: each line is LABEL<TAB>sentence (an empty label, ? or no tab: unlabeled); the store '
            'keeps the labels, for --prior class.', choices=('none', 'tab')),
+    Option('documents', 'none', 'blank: an empty line ends a document; lines: each line is a document, cut into sentences '
+           'after tokens ending in . ? or !; the store keeps the documents, for --prior chain (and --model lm reads each '
+           'document as one sequence).', choices=('none', 'blank', 'lines')),
     Option('model', 'vae', 'vae, or lm: the same decoder with no latent (the language-model baseline).', choices=('vae', 'lm')),
     Option('emb_dim', ModelConfig.emb_dim, 'Word embedding size.', check=AT_LEAST_1),
     Option('hidden', ModelConfig.hidden, 'Decoder LSTM size.', check=AT_LEAST_1),
@@ -90,10 +94,11 @@ OPTIONS = [
     Option('tie', ModelConfig.tie, "Tie the output layer to the decoder's embedding."),
     Option('dropout', 0.2, 'Dropout on embeddings and LSTM outputs.', check=FRACTION),
     Option('guide', ModelConfig.guide, 'Variational family: diag, lowrank:R, fullrank, iaf:K, delta, hier-meanfield, hier-'
-           'structured.'),
+           'structured; with --prior chain: doc-meanfield, doc-structured or doc-conjugate.'),
     Option('prior', ModelConfig.prior, 'standard: N(0, I); hier: p(z1) p(z2|z1) (with a hier-* guide); mixture:K: a learned mixture '
            'of K Gaussians whose component is discrete (see --discrete); class[:K]: the label y ~ Cat(1/K) is a cause '
-           'of x beside z (Kingma et al. 2014 M2; --labels tab: known where labeled, summed over where not).'),
+           'of x beside z (Kingma et al. 2014 M2; --labels tab: known where labeled, summed over where not); chain: a '
+           "document's sentence latents form a linear-Gaussian chain (--documents; a --guide doc-*)."),
     Option('alpha', 50.0, "--prior class: weight of the classification term alpha * log q(y|x) on each labeled "
            "sentence (Kingma's alpha).", check=(lambda v: v >= 0, ">= 0")),
     Option('latent', ModelConfig.latent, 'gaussian, or categorical:M,K: z is M categorical variables with K classes each (uniform '
@@ -205,6 +210,21 @@ def check_config(c):
 def _check_latent(c):
     if c.z_dim <= 0:
         raise SVAEError("--z-dim must be positive for a VAE (use --model lm for no latent)")
+    if is_chain_prior(c.prior):
+        documents = read_store_info(c.data)["options"].get("documents", "none") if is_store(c.data) else c.documents
+        if documents == "none":
+            raise SVAEError("--prior chain models documents: give --documents blank (an empty line between "
+                            "documents) or --documents lines (a document per line)")
+        if c.guide not in DOCUMENT_GUIDES:
+            raise SVAEError(f"--prior chain: use --guide {', '.join(DOCUMENT_GUIDES)}, not {c.guide!r}")
+        if c.iw_particles > 1 or c.pretrain_steps or c.latent != "gaussian" or c.select == "bleu":
+            raise SVAEError("--prior chain trains on its ELBO: no --iw-particles, --pretrain-steps, --latent or "
+                            "--select bleu")
+        if c.init_decoder or c.init_from:
+            raise SVAEError("--prior chain: --init-decoder and --init-from are for the sentence VAE")
+        return
+    if c.guide in DOCUMENT_GUIDES:
+        raise SVAEError(f"--guide {c.guide} is a guide of the document model: add --prior chain")
     make_guide(c.guide, 4, c.z_dim)  # a valid family and argument
     if is_class_prior(c.prior):
         parse_classes(c.prior, ["?", "?"])  # a valid K; the corpus's labels are checked when it is read

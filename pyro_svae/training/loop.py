@@ -17,9 +17,11 @@ from ..data.corpus import batch_order
 from ..data.tokenizers import vocab_hash
 from ..devices import check_amp, resolve_device
 from ..errors import SVAEError
+from ..models.documents import is_chain_prior
 from ..models.labeled import is_class_prior
 from ..progress import progress_bar
 from .distributed import World
+from .documents import DocumentFamily, concatenated_splits, document_splits
 from .family import SentenceFamily
 from .labeled import LabeledFamily
 from .logs import make_log
@@ -48,9 +50,14 @@ def sentence_trainer(c, out_dir, tokenizer, splits, log=print, progress=True, wo
     device = device if device is not None else resolve_device(c.device)
     pyro.clear_param_store()
     pyro.set_rng_seed(c.seed)
-    if is_class_prior(c.prior):
+    documents = getattr(splits["train"], "documents", None) is not None
+    if is_chain_prior(c.prior):
+        family, splits = DocumentFamily(c, tokenizer, device), document_splits(splits)
+    elif is_class_prior(c.prior):
         family = LabeledFamily(c, tokenizer, device, read_config(out_dir).get("labels"))
     else:
+        if c.model == "lm" and documents:  # the language model of whole documents
+            splits = concatenated_splits(splits)
         family = SentenceFamily(c, tokenizer, device)
     return Trainer(family, c, out_dir, tokenizer, splits, log, progress, world, device)
 
