@@ -17,8 +17,10 @@ from ..devices import resolve_device
 from ..errors import SVAEError
 from ..evaluation.latent_map import latent_map
 from ..evaluation.metrics import evaluate
+from ..models.documents import ChainVAE
 from ..models.labeled import LabeledVAE
 from ..training.rundir import load_corpus, load_run
+from .measures import DocumentMeasures
 
 
 CHUNK = 256  # sentences decoded at once by the iter_* methods: memory stays flat in n and steps
@@ -29,7 +31,7 @@ def as_strategy(strategy, search):
     return strategy if isinstance(strategy, (Greedy, Sampling, Beam)) else make_strategy(strategy, **search)
 
 
-class TrainedVAE:
+class TrainedVAE(DocumentMeasures):
     def __init__(self, svae, tokenizer, config, warn=None, run_dir=None):
         self.svae, self.tokenizer, self.config, self.run_dir = svae, tokenizer, config, run_dir
         self.max_len = config["train"]["max_len"] + 1  # tokens decoded, </s> included
@@ -46,6 +48,11 @@ class TrainedVAE:
 
     def batch(self, sentences):
         """Tokenize sentences into a Batch; unknown words become <unk> with a warning."""
+        return make_batch(self.token_ids(sentences)).to(self.svae.device)
+
+    def token_ids(self, sentences):
+        """Tokenize sentences into lists of ids; unknown words become <unk> with a warning, a
+        sentence over the run's --max-len is truncated with one."""
         ids = []
         for i, s in enumerate(sentences, 1):
             if not s.strip():
@@ -60,7 +67,7 @@ class TrainedVAE:
                 self.warn(f"sentence {i}: {len(t)} tokens, truncated to the run's --max-len {self.longest}")
                 t = t[: self.longest]
             ids.append(t)
-        return make_batch(ids).to(self.svae.device)
+        return ids
 
     @torch.inference_mode()
     def encode(self, sentences):
@@ -318,4 +325,8 @@ def load(run_dir, device="auto", which="best", warn=None):
         from .labeled import TrainedLabeledVAE
 
         return TrainedLabeledVAE(svae, tokenizer, config, warn, run_dir)
+    if isinstance(svae, ChainVAE):
+        from .documents import TrainedChainVAE
+
+        return TrainedChainVAE(svae, tokenizer, config, warn, run_dir)
     return TrainedVAE(svae, tokenizer, config, warn, run_dir)

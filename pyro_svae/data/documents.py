@@ -96,6 +96,13 @@ class DocumentBatch:
     def to(self, device):
         return dataclasses.replace(self, sentences=self.sentences.to(device))
 
+    def documents(self):
+        """The documents as lists of token-id lists (without <s>, </s>)."""
+        targets, lengths = self.sentences.targets.cpu(), self.sentences.lengths
+        rows = [targets[i, : int(lengths[i]) - 1].tolist() for i in range(len(lengths))]
+        starts = (self.sizes.cumsum(0) - self.sizes).tolist()
+        return [rows[a : a + n] for a, n in zip(starts, self.sizes.tolist())]
+
     def prefix(self, t):
         """The documents' first ``t`` sentences (documents shorter than that stay whole)."""
         rows = ((self.slots % max(self.steps, 1)) < t).nonzero().flatten()
@@ -134,3 +141,49 @@ def gather_documents(split, positions):
     if torch.is_tensor(positions):
         positions = positions.tolist()
     return make_document_batch([split.document(i) for i in positions], positions)
+
+
+def read_documents(path, mode="blank"):
+    """The documents of a text file, each a list of sentences (strings): ``blank``, an empty line
+    between documents; ``lines``, a document per line cut after ``.``/``?``/``!`` tokens."""
+    from .corpus import ReadStats, iter_lines
+    from .sources import split_sentences
+
+    documents, current = [], []
+    for line in iter_lines(path, ReadStats(), keep_empty=mode == "blank"):
+        if mode == "lines":
+            documents.append(split_sentences(line))
+        elif line:
+            current.append(line)
+        elif current:
+            documents.append(current)
+            current = []
+    if current:
+        documents.append(current)
+    if not documents:
+        raise SVAEError(f"{path}: no document in this file")
+    return documents
+
+
+CLOZE_HEADER = ["id", "s1", "s2", "s3", "s4", "ending1", "ending2", "answer"]
+
+
+def read_cloze(path):
+    """Story Cloze items of a TSV file (header id, s1..s4, ending1, ending2, answer): -> [(context
+    [4 sentences], ending 1, ending 2, answer 1|2)]."""
+    from .corpus import ReadStats, iter_lines
+
+    items = []
+    for number, line in enumerate(iter_lines(path, ReadStats()), 1):
+        fields = [f.strip() for f in line.split("\t")]
+        if number == 1:
+            if fields[: len(CLOZE_HEADER)] != CLOZE_HEADER:
+                raise SVAEError(f"{path}: not a Story Cloze file (its header must be {' '.join(CLOZE_HEADER)}, "
+                                "tab-separated)")
+            continue
+        if len(fields) < len(CLOZE_HEADER) or fields[7] not in ("1", "2") or not all(fields[1:7]):
+            raise SVAEError(f"{path}: line {number} is not an item (8 tab-separated fields, answer 1 or 2)")
+        items.append((fields[1:5], fields[5], fields[6], int(fields[7])))
+    if not items:
+        raise SVAEError(f"{path}: no Story Cloze item in this file")
+    return items

@@ -70,48 +70,90 @@ def validate_documents(chain, split, batch_size=32, seed=0):
             "documents": documents, "sentences": sentences}
 
 
+def chain_positions(chain, k=100):
+    """log p(x_t | x_<t) of the chain model per slot [D, T] (0 off the mask): differences of IW
+    estimates (K = ``k``) of log p(x_1..t) on each prefix, which sum to the document's estimate."""
+    def score(batch):
+        out, previous = torch.zeros(batch.size, batch.steps), torch.zeros(batch.size)
+        for t in range(1, batch.steps + 1):
+            log_px = iw_log_likelihood(chain, batch.prefix(t), k).cpu()
+            out[:, t - 1] = torch.where(batch.sizes >= t, log_px - previous, torch.zeros(()))
+            previous = log_px
+        return out
+    return score
+
+
+def sentence_positions(svae, k=100):
+    """The same for a sentence VAE (no chain: each sentence's IW estimate alone) or a sentence LM."""
+    from .metrics import iw_log_likelihood as sentence_iw
+
+    def score(batch):
+        log_px = sentence_iw(svae, batch.sentences.to(svae.device), k, chunk=min(k, 50))[0].cpu()
+        return log_px.new_zeros(batch.size * batch.steps).index_copy(0, batch.slots, log_px).view(batch.size, -1)
+    return score
+
+
+def concatenated_positions(lm):
+    """The same, exact, for the language model of whole documents (its sentences joined by </s>):
+    each sentence's tokens and the </s> after it."""
+    from ..data.corpus import make_batch
+    from ..data.documents import join_sentences
+    from ..models.likelihood import token_nll
+
+    def score(batch):
+        docs = batch.documents()
+        joined = make_batch([join_sentences(d) for d in docs]).to(lm.device)
+        logits, _ = lm.decoder(joined.inputs, None)
+        log_p = -token_nll(logits, joined.targets).cpu()  # [D, L]
+        out = torch.zeros(batch.size, batch.steps)
+        for i, d in enumerate(docs):
+            start = 0
+            for t, sentence in enumerate(d):
+                out[i, t] = log_p[i, start : start + len(sentence) + 1].sum()
+                start += len(sentence) + 1
+        return out
+    return score
+
+
 @torch.no_grad()
-def evaluate_documents(chain, split, k=100, batch_size=8, limit=0, seed=0, progress=False):
-    """IW-NLL (K = ``k``) of each document of a DocumentSplit and of each sentence given the earlier
-    ones (-log p(x_{1:t}) + log p(x_{1:t-1}), each term an IW estimate on the prefix), the ELBO and
-    KL (over the same draws). -> {"nll", "nll_sentence", "by_position" [T], "elbo", "kl_sentence",
-    "ppl", "documents", "sentences", "tokens"}."""
-    was_training = chain.training
-    chain.eval()
+def evaluate_documents(positions, split, batch_size=8, limit=0, seed=0, progress=False, chain=None):
+    """Over a DocumentSplit: the NLL of each document and of each sentence given the earlier ones,
+    from ``positions(DocumentBatch) -> log p(x_t | x_<t) [D, T]`` (chain_positions,
+    sentence_positions or concatenated_positions); with ``chain``, also its ELBO and KL (one draw).
+    -> {"nll" (per document), "nll_sentence", "by_position" [T] (mean NLL of the t-th sentences),
+    "ppl", "elbo", "kl_sentence", "documents", "sentences", "tokens"}."""
     n_docs = min(limit, len(split)) if limit else len(split)
-    batches = [b for b in sorted_batches(split, batch_size)]
-    batches = [[i for i in b if i < n_docs] for b in batches]
+    batches = [[i for i in b if i < n_docs] for b in sorted_batches(split, batch_size)]
     totals = {"nll": 0.0, "elbo": 0.0, "kl": 0.0, "sentences": 0, "tokens": 0, "documents": 0}
     by_position, counts = {}, {}
     bar = progress_bar(total=n_docs, unit="doc", disable=not progress, desc="evaluating")
-    with forked_rng(chain.device):
-        for i, positions in enumerate(b for b in batches if b):
+    with forked_rng(torch.device("cpu")):
+        for i, positions_ in enumerate(b for b in batches if b):
             torch.manual_seed(seed * 1_000_003 + i)
-            batch = gather_documents(split, positions)
-            previous = torch.zeros(batch.size)
-            for t in range(1, batch.steps + 1):
-                log_px = iw_log_likelihood(chain, batch.prefix(t), k).cpu()
-                inside = batch.sizes >= t
-                by_position[t] = by_position.get(t, 0.0) - float((log_px - previous)[inside].sum())
+            batch = gather_documents(split, positions_)
+            log_p = positions(batch)
+            for t in range(batch.steps):
+                inside = batch.sizes > t
+                by_position[t] = by_position.get(t, 0.0) - float(log_p[inside, t].sum())
                 counts[t] = counts.get(t, 0) + int(inside.sum())
-                previous = log_px
-            rec, kl = document_terms(chain, batch.to(chain.device))
-            totals["nll"] -= float(previous.sum())
-            totals["elbo"] += float((rec - kl).sum())
-            totals["kl"] += float(kl.sum())
+            totals["nll"] -= float(log_p.sum())
+            if chain is not None:
+                rec, kl = document_terms(chain, batch.to(chain.device))
+                totals["elbo"] += float((rec - kl).sum())
+                totals["kl"] += float(kl.sum())
             totals["sentences"] += batch.sentences.size
             totals["tokens"] += batch.num_tokens()
             totals["documents"] += batch.size
             bar.update(batch.size)
     bar.close()
-    chain.train(was_training)
     d, s = max(totals["documents"], 1), max(totals["sentences"], 1)
-    return {"nll": totals["nll"] / d, "nll_sentence": totals["nll"] / s,
-            "by_position": [by_position[t] / counts[t] for t in sorted(by_position)],
-            "elbo": totals["elbo"] / d, "kl_sentence": totals["kl"] / s,
-            "ppl": math.exp(min(totals["nll"] / max(totals["tokens"], 1), 700.0)),
-            "documents": totals["documents"], "sentences": totals["sentences"], "tokens": totals["tokens"],
-            "iw_samples": k}
+    out = {"nll": totals["nll"] / d, "nll_sentence": totals["nll"] / s,
+           "by_position": [by_position[t] / counts[t] for t in sorted(by_position)],
+           "ppl": math.exp(min(totals["nll"] / max(totals["tokens"], 1), 700.0)),
+           "documents": totals["documents"], "sentences": totals["sentences"], "tokens": totals["tokens"]}
+    if chain is not None:
+        out.update(elbo=totals["elbo"] / d, kl_sentence=totals["kl"] / s)
+    return out
 
 
 @torch.no_grad()
@@ -127,11 +169,24 @@ def document_log_likelihoods(score, documents, batch_size=8, progress=False, des
     return torch.cat(out) if out else torch.zeros(0)
 
 
+def chain_score(chain, k=100):
+    """log p(x) of each document of a DocumentBatch by the chain model (IW, K = ``k``): [D]."""
+    return lambda batch: iw_log_likelihood(chain, batch, k)
+
+
+def summed_score(positions):
+    """log p(x) of each document as the sum of its sentences' ``positions``: [D]."""
+    return lambda batch: positions(batch).sum(1)
+
+
 def cloze_accuracy(score, items, batch_size=8, progress=False):
     """Story Cloze: for each (context [ids...], ending 1, ending 2, answer 1|2), the ending whose
-    document (context + ending) ``score`` finds more probable. -> (accuracy, choices [N] of 1|2)."""
+    document (context + ending) ``score(DocumentBatch) -> log p(x) [D]`` finds the more probable
+    (the context's probability is the same for both). -> (accuracy, choices [N] of 1|2,
+    log p(context + ending) [N, 2])."""
     docs = [c + [e] for c, e1, e2, _ in items for e in (e1, e2)]
     log_p = document_log_likelihoods(score, docs, batch_size, progress, "cloze").view(-1, 2)
     choices = (log_p[:, 1] > log_p[:, 0]).long() + 1
     answers = torch.tensor([a for *_, a in items])
-    return float((choices == answers).float().mean()) if len(items) else float("nan"), choices.tolist()
+    accuracy = float((choices == answers).float().mean()) if len(items) else float("nan")
+    return accuracy, choices.tolist(), log_p

@@ -17,6 +17,7 @@ from ..checkpoint import atomic_write_bytes, load_checkpoint
 from ..data.corpus import EncodedSplit
 from ..errors import SVAEError
 from ..models.vae import ModelConfig, SentenceVAE
+from ..models.documents import ChainVAE, is_chain_prior
 from ..models.labeled import LabeledVAE, is_class_prior, parse_classes
 from ..data.store import STORE, is_store, open_store, read_store_info
 from ..data.tokenizers import load_tokenizer, vocab_hash
@@ -121,6 +122,8 @@ def build_model(config, vocab_size):
     """The untrained network of a run's ``config`` (config.json's contents): a SentenceVAE, or with
     ``--prior class`` a LabeledVAE over the run's label names."""
     train = config["train"]
+    if is_chain_prior(train.get("prior", "")):
+        return ChainVAE(model_config(config, vocab_size))
     if is_class_prior(train.get("prior", "")):
         classes = parse_classes(train["prior"], config.get("labels"))
         return LabeledVAE(model_config(config, vocab_size), classes, train.get("alpha", 0.0))

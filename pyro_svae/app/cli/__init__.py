@@ -9,7 +9,7 @@ import sys
 import click
 
 from ...errors import SVAEError
-from . import analyze, classes, decode, serve, share, train
+from . import analyze, classes, decode, documents, serve, share, train
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="pyro-svae")
@@ -20,7 +20,8 @@ def cli():
 
 for command in (train.train, train.prepare, decode.sample, decode.reconstruct, decode.posterior, decode.homotopy,
                 analyze.evaluate, analyze.impute, analyze.grad_variance, analyze.clusters, serve.serve,
-                train.compare_guides, share.export, classes.classify, classes.transfer):
+                train.compare_guides, share.export, classes.classify, classes.transfer, documents.continue_,
+                documents.cloze):
     cli.add_command(command)
 
 

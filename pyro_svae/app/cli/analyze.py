@@ -78,15 +78,25 @@ def clusters(run, split, input_file, top, limit, as_json, seed, device, checkpoi
 @click.option("--decode", type=click.Choice(["greedy", "beam"]), default="greedy", show_default=True,
               help="How the posterior mean of each sentence is decoded for the reconstruction metrics.")
 @click.option("--beam", type=click.IntRange(min=1), default=5, show_default=True, help="Beam width (--decode beam).")
+@click.option("--documents", "documents", is_flag=True,
+              help="A run trained on a document store: score its documents (NLL per document and of each sentence "
+                   "given the earlier ones; always so for --prior chain and for the LM of whole documents).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, per_sentence, seed, as_json, device,
-             checkpoint, refine, widen, amp, decode, beam, quiet):
+             checkpoint, refine, widen, amp, decode, beam, documents, quiet):
     """Score a split: IW-NLL (K samples), ELBO, reconstruction, KL, both perplexities, MI, active units,
     and how much of each sentence its decoded posterior mean keeps (BLEU, token accuracy, content words).
 
     Example: python cli.py evaluate runs/ptb --split test --iw-samples 500
     """
     vae = _explorer(run, device, checkpoint, seed)
+    trained_on = vae.config["train"]
+    whole = trained_on.get("documents", "none") != "none" and (trained_on.get("prior") == "chain"
+                                                                 or trained_on.get("model") == "lm")
+    if documents or whole:
+        from .documents import report_documents
+
+        return report_documents(vae, split, input_file, iw_samples, batch_size, limit, seed, as_json, quiet)
     data = vae.split(split, input_file, limit)
     result = vae.evaluate(data, iw_samples, batch_size=batch_size, chunk=chunk, seed=seed, progress=not quiet,
                           amp=amp, refine=refine, widen=widen)

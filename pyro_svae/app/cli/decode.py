@@ -11,14 +11,26 @@ from .options import Emitter, _explorer, _read_sentences, _rows, _search, decodi
 @click.option("-n", "n", type=click.IntRange(min=1), default=10, show_default=True, help="How many sentences.")
 @click.option("--component", type=int, default=None, help="A mixture prior: draw z from this component only.")
 @click.option("--label", default=None, help="A --prior class run: decode under this label [default: y ~ p(y)].")
+@click.option("--sentences", type=click.IntRange(min=1, max=256), default=None,
+              help="A --prior chain run: n documents of this many sentences [default: one document of n].")
 @decoding_options(unk=False)
-def sample(run, n, component, label, seed, device, checkpoint, as_json, **o):
+def sample(run, n, component, label, sentences, seed, device, checkpoint, as_json, **o):
     """Decode sentences from z drawn from the prior.
 
     Example: python cli.py sample runs/ptb -n 5 --decode beam
     """
     vae = _explorer(run, device, checkpoint, seed)
     with Emitter(as_json) as out:
+        if hasattr(vae, "chain"):  # documents: each sentence's document and place beside it
+            T = sentences or n
+            for first, z, texts in vae.iter_sample_documents(n if sentences else 1, T, **_search(o)):
+                docs = [first + i // T + 1 for i in range(len(texts))]
+                places = [i % T + 1 for i in range(len(texts))]
+                out.write(_rows(z.reshape(len(texts), -1), texts, document=docs, sentence=places,
+                                label=[f"{d}.{t}" for d, t in zip(docs, places)]))
+            return
+        if sentences is not None:
+            raise SVAEError("--sentences is for a --prior chain run (documents)")
         if hasattr(vae, "iter_sample_labeled"):  # a --prior class run: each sentence's class beside it
             if component is not None:
                 raise SVAEError("--component is for a mixture prior; a --prior class run takes --label")
