@@ -14,7 +14,8 @@ from pyro_svae.data.documents import DocumentSplit, make_document_batch
 from pyro_svae.data.sources import split_sentences
 from pyro_svae.data.store import StoreOptions, prepare_store
 from pyro_svae.inference.objectives import DocumentELBO
-from pyro_svae.models.documents import DOCUMENT_GUIDES, ChainVAE
+from pyro_svae.evaluation.documents import chain_positions
+from pyro_svae.models.documents import DOCUMENT_GUIDES, ChainVAE, to_grid
 from pyro_svae.models.vae import ModelConfig
 
 Z = 3
@@ -66,22 +67,27 @@ def test_one_file_is_split_by_document(tmp_path):
 # -- the model against an independent Kalman filter -----------------------------------------
 
 class LinearGaussian(ChainVAE):
-    """The chain observed as x_t = z_t * c + N(0, r) (diagonal), with the potentials of the exact
-    likelihood: psi_t(z_t) = N(x_t / c; z_t, r / c^2), the encoder replaced by that."""
+    """The chain observed as x = z * c + N(0, r) (diagonal), with the potentials of the exact
+    likelihood, psi(z) = N(x / c; z, r / c^2), in place of the encoder. Sentence i of the corpus is
+    the one token 4 + i, and its observation is ``table[i]``, so that any regrouping of the
+    documents (prefixes, repeats) observes the same values."""
 
-    def __init__(self, guide, c, r, x):
-        super().__init__(ModelConfig(vocab_size=8, emb_dim=4, hidden=4, z_dim=Z, guide=guide, prior="chain"))
-        self.c, self.r, self.x = c, r, x  # x: [D, T, Z] on the grid
+    def __init__(self, guide, c, r, table):
+        super().__init__(ModelConfig(vocab_size=4 + len(table), emb_dim=4, hidden=4, z_dim=Z, guide=guide,
+                                     prior="chain"))
+        self.c, self.r, self.table = c, r, table  # table: [N, Z]
+
+    def values(self, s):
+        return self.table[s.targets[:, 0] - 4]
 
     def observe(self, z, s, word_keep=1.0):
-        x = self.x.reshape(-1, Z)[self.slots]
-        return pyro.sample("x", dist.Normal(z * self.c, self.r.sqrt()).to_event(1), obs=x)
+        return pyro.sample("x", dist.Normal(z * self.c, self.r.sqrt()).to_event(1), obs=self.values(s))
 
     def potentials(self, batch):
-        self.slots = batch.slots
-        mask = batch.mask.unsqueeze(-1)
-        loc = torch.where(mask, self.x / self.c, torch.zeros(()))
-        scale = torch.where(mask, (self.r.sqrt() / self.c.abs()).expand_as(self.x), torch.ones(()))
+        x = self.values(batch.sentences)
+        shape = (batch.size, batch.steps)
+        loc = to_grid(x / self.c, batch.slots, shape)
+        scale = to_grid((self.r.sqrt() / self.c.abs()).expand_as(x), batch.slots, shape, 1.0)
         return loc, scale, None
 
 
@@ -91,7 +97,7 @@ def kalman_log_likelihood(A, q, c, r, xs):
     A, q, c, r = (np.asarray(v, dtype=np.float64) for v in (A, q, c, r))
     H, R = np.diag(c), np.diag(r)
     mean, cov, total = np.zeros(len(q)), np.eye(len(q)), 0.0
-    for t, x in enumerate(np.asarray(xs, dtype=np.float64)):
+    for t, x in enumerate(np.asarray(xs, dtype=np.float64).reshape(-1, len(q))):
         if t:
             mean, cov = mean @ A, A.T @ cov @ A + np.diag(q)
         S = H @ cov @ H.T + R
@@ -102,19 +108,22 @@ def kalman_log_likelihood(A, q, c, r, xs):
     return total
 
 
-def linear_gaussian(guide, sizes, seed=0):
+def linear_gaussian(guide, sizes, seed=0, steps=False):
+    """A LinearGaussian model and a batch of documents of ``sizes`` -> (model, batch, the exact log
+    p(x) of the batch; with ``steps``, log p(x_t | x_<t) per document [D][T] instead)."""
     torch.manual_seed(seed)
-    D, T = len(sizes), max(sizes)
+    table = torch.randn(sum(sizes), Z)
     c, r = torch.tensor([1.5, -0.7, 2.0]), torch.tensor([0.3, 0.5, 0.2])
-    x = torch.randn(D, T, Z)
-    m = LinearGaussian(guide, c, r, x)
+    m = LinearGaussian(guide, c, r, table)
     with torch.no_grad():
         m.prior.weight.copy_(torch.tensor([[0.6, 0.2, 0.0], [-0.3, 0.5, 0.1], [0.0, 0.4, 0.7]]))
         m.prior.raw_scale.copy_(torch.tensor([0.1, -0.5, 0.3]))
-    batch = make_document_batch([[[4, 5]] * n for n in sizes])  # the tokens are not read
+    starts = np.cumsum([0] + sizes)
+    batch = make_document_batch([[[4 + i] for i in range(a, a + n)] for a, n in zip(starts, sizes)])
     A, q = m.prior.matrix.detach(), (torch.nn.functional.softplus(m.prior.raw_scale) + 1e-4).detach() ** 2
-    exact = [kalman_log_likelihood(A, q, c, r, x[d, :n]) for d, n in enumerate(sizes)]
-    return m, batch, sum(exact)
+    per_step = [[kalman_log_likelihood(A, q, c, r, table[a : a + t]) - kalman_log_likelihood(A, q, c, r, table[a : a + t - 1])
+                 for t in range(1, n + 1)] for a, n in zip(starts, sizes)]
+    return m, batch, per_step if steps else sum(map(sum, per_step))
 
 
 def elbo_draws(m, batch, draws):
@@ -135,6 +144,31 @@ def test_the_mean_field_guides_elbo_is_strictly_lower():
     stderr = elbos.std() / math.sqrt(len(elbos))
     assert elbos.mean() < exact - 10 * stderr
     assert elbos.mean() < exact - 0.1
+
+
+def test_the_conjugate_guides_sentence_given_earlier_sentences_is_the_kalman_filters():
+    m, batch, per_step = linear_gaussian("doc-conjugate", [4, 1, 3], steps=True)
+    with torch.no_grad():
+        got = chain_positions(m.eval(), k=3)(batch)
+    for d, steps in enumerate(per_step):
+        assert got[d, : len(steps)].tolist() == pytest.approx(steps, abs=1e-3)
+        assert (got[d, len(steps):] == 0).all()
+
+
+def test_free_bits_floor_the_batchs_kl_at_free_bits_times_z_per_sentence():
+    m, batch, _ = linear_gaussian("doc-meanfield", [4, 1, 3])
+    losses = {}
+    for fb in (0.0, 5.0):
+        torch.manual_seed(7)  # the same draw
+        guide_tr = poutine.trace(m.guide).get_trace(batch, size=30, beta=0.5)
+        model_tr = poutine.trace(poutine.replay(m.model, trace=guide_tr)).get_trace(batch, size=30, beta=0.5)
+        torch.manual_seed(7)
+        losses[fb] = DocumentELBO(free_bits=fb).differentiable_loss(m.model, m.guide, batch, size=30, beta=0.5)
+    z = guide_tr.nodes["z"]["value"]
+    kl = float((guide_tr.nodes["z"]["fn"].log_prob(z) - model_tr.nodes["z"]["fn"].log_prob(z)).sum().detach())
+    floor = 5.0 * Z * 8  # 8 sentences
+    assert kl < floor
+    assert float(losses[5.0] - losses[0.0]) == pytest.approx(0.5 * 30 / 3 * (floor - kl), rel=1e-4)
 
 
 def test_the_conjugate_posteriors_draws_have_the_kalman_smoothers_moments():
@@ -158,7 +192,7 @@ def test_the_conjugate_posteriors_draws_have_the_kalman_smoothers_moments():
     C = torch.diag(m.c.double().repeat(T))
     Sxx = C @ cov @ C.T + torch.diag(m.r.double().repeat(T))
     gain = cov @ C.T @ torch.linalg.inv(Sxx)
-    mean = gain @ m.x[0].reshape(-1).double()
+    mean = gain @ m.table.reshape(-1).double()
     post = cov - gain @ C @ cov
     assert draws.mean(0).double().reshape(-1) == pytest.approx(mean.reshape(T, Z)[:, :].reshape(-1).tolist(), abs=0.06)
     assert draws.double().reshape(4000, -1).var(0) == pytest.approx(torch.diagonal(post).tolist(), rel=0.1)
