@@ -13,7 +13,7 @@ from pyro_svae.checkpoint import load_checkpoint
 from pyro_svae.training.distributed import World
 from pyro_svae.training.run import train
 
-from conftest import quiet, tiny_config
+from conftest import quiet, tiny_config, toy_sentences
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--emb-dim", "16", "--hidden", "24", "--z-dim", "4", "--batch-size", "16", "--free-bits", "0",
@@ -105,7 +105,7 @@ def test_under_torchrun_errors_are_one_line_from_process_0(corpus, tmp_path):
 
 def test_two_process_labeled_model_resumes_exactly(tmp_path):
     # --prior class: each process's share of the batch has its own labeled and unlabeled parts
-    from conftest import toy_sentences
+
 
     corpus = tmp_path / "labeled"
     corpus.mkdir()
@@ -118,3 +118,19 @@ def test_two_process_labeled_model_resumes_exactly(tmp_path):
     assert "classifier.2.weight" in a and all(torch.equal(a[k], b[k]) for k in a)  # bit for bit
     rows = metrics(tmp_path / "a")
     assert [r["step"] for r in rows] == ["4", "8"] and all(0 <= float(r["val_accuracy"]) <= 1 for r in rows)
+
+
+def test_two_process_chain_model_resumes_exactly(tmp_path):
+    # --prior chain: each process takes a share of the batch's documents
+    corpus = tmp_path / "documents"
+    corpus.mkdir()
+    for split, n, seed in (("train", 60, 0), ("valid", 8, 1)):
+        sentences = toy_sentences(3 * n, seed)
+        docs = ["\n".join(sentences[3 * i : 3 * i + 1 + i % 3]) for i in range(n)]
+        (corpus / f"{split}.txt").write_text("\n\n".join(docs) + "\n")
+    args = ["--data", str(corpus), "--documents", "blank", "--prior", "chain", "--guide", "doc-structured",
+            "--eval-every", "4", *TINY, "--batch-size", "7"]
+    whole_and_resumed(args, tmp_path, stop=4, end=8)
+    a, b = model(tmp_path / "a"), model(tmp_path / "b")
+    assert "combiner.loc.weight" in a and all(torch.equal(a[k], b[k]) for k in a)  # bit for bit
+    assert [r["step"] for r in metrics(tmp_path / "a")] == ["4", "8"]
