@@ -44,7 +44,24 @@ def _labeled_yelp(root, run):
     return ["--data", f"{root}/yelp", "--sizes", "20", "--steps", "3", "--epochs", "1", "--work", f"{root}/labels"]
 
 
+def _documents(root, run):
+    """A toy corpus of documents (an empty line between them) and a Story Cloze file."""
+    from conftest import toy_sentences
+
+    os.makedirs(f"{root}/docs", exist_ok=True)
+    sentences = toy_sentences(300)
+    for split in ("train", "valid", "test"):
+        with open(f"{root}/docs/{split}.txt", "w") as f:
+            f.write("\n\n".join("\n".join(sentences[i : i + 3]) for i in range(0, 300, 3)) + "\n")
+    with open(f"{root}/docs/cloze.tsv", "w") as f:
+        f.write("id\ts1\ts2\ts3\ts4\tending1\tending2\tanswer\n" + "x\t" + "\t".join(sentences[:6]) + "\t1\n")
+    return ["--data", f"{root}/docs", "--cloze", f"{root}/docs/cloze.tsv", "--work", f"{root}/documents",
+            "--steps", "2", "--vocab-size", "60", "--iw-samples", "2", "--cloze-samples", "2", "--limit", "2",
+            "--option", "emb_dim=8", "--option", "hidden=8", "--option", "enc_hidden=8", "--option", "z_dim=2"]
+
+
 SCRIPTS = {
+    "documents.py": _documents,
     "labels.py": _labeled_yelp,
     "rate_distortion.py": _recipes_table,
     "overlap.py": lambda root, run: [run, "--limit", "5", "--beam", "2", "--max-tokens", "6"],
