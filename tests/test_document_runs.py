@@ -176,3 +176,15 @@ def test_chain_options_are_checked(corpus, tmp_path, run_cli):
     assert code == 1 and "add --prior chain" in err
     code, _, err = run_cli("sample", str(tmp_path), "--sentences", "3")
     assert code == 1
+
+
+def test_compare_guides_scores_the_three_document_guides(corpus, tmp_path, run_cli):
+    out = tmp_path / "compare"
+    code, stdout, err = run_cli("compare-guides", "--data", str(corpus), "--documents", "blank", "--prior", "chain",
+                                "--max-steps", "6", "--eval-every", "6", "--emb-dim", "16", "--hidden", "16",
+                                "--z-dim", "3", "--batch-size", "8", "--iw-samples", "3", "--out", str(out), "--quiet")
+    assert code == 0, err
+    rows = [line for line in stdout.splitlines() if line.startswith("| doc-")]
+    assert [r.split("|")[1].strip() for r in rows] == ["doc-meanfield", "doc-structured", "doc-conjugate"]
+    gaps = [float(r.split("|")[6]) for r in rows]
+    assert sum(gaps) > 0  # refining q per document raises its ELBO (per guide, up to the draws' noise)

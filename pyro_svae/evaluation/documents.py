@@ -20,9 +20,10 @@ def per_document(values, batch):
     return values.new_zeros((batch.size,) + values.shape[1:]).index_add(0, document, values)
 
 
-def document_terms(chain, batch):
-    """One draw z ~ q(z | x) per document: (log p(x | z) [D], log q(z) - log p(z) [D])."""
-    guide_tr = poutine.trace(chain.guide).get_trace(batch)
+def document_terms(chain, batch, params=None):
+    """One draw z ~ q(z | x) per document: (log p(x | z) [D], log q(z) - log p(z) [D]). ``params``:
+    the guide's per-document parameters (ChainVAE.local_params), refined, instead of the encoder's."""
+    guide_tr = poutine.trace(chain.guide).get_trace(batch, params=params)
     model_tr = poutine.trace(poutine.replay(chain.model, trace=guide_tr)).get_trace(batch)
     x = model_tr.nodes["x"]
     rec = per_document(x["fn"].log_prob(x["value"]), batch)
@@ -44,6 +45,32 @@ def iw_log_likelihood(chain, batch, k, chunk=50):
     """The K-sample importance-weighted estimate of log p(x) per document [D]."""
     w = log_weights(chain, batch, k, chunk)
     return torch.logsumexp(w, dim=1) - math.log(k)
+
+
+def refined_elbo(chain, batch, steps=50, lr=0.02, draws=20, per_step=4):
+    """The amortization gap's two ends for a DocumentBatch: the mean ELBO per document [D] (over
+    ``draws`` draws) of the encoder's q, and of q with its per-document parameters refined by ``steps``
+    Adam steps on that document's ELBO (``per_step`` draws a step; the networks fixed).
+    -> (amortized [D], refined [D])."""
+    batch = batch.to(chain.device)
+    repeated = batch.repeat(per_step)
+    with torch.no_grad():
+        start = chain.local_params(batch)
+    raw = {k: (v.log() if k == "scale" else v).detach().clone().requires_grad_() for k, v in start.items()}
+    params = lambda k=1: {n: (v.exp() if n == "scale" else v).repeat_interleave(k, dim=0)  # noqa: E731
+                          for n, v in raw.items()}
+    optim = torch.optim.Adam(list(raw.values()), lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            optim.zero_grad()
+            rec, kl = document_terms(chain, repeated, params(per_step))
+            (kl - rec).sum().backward()
+            optim.step()
+    chain.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        mean = lambda p: torch.stack([(lambda r, k: r - k)(*document_terms(chain, batch, p))  # noqa: E731
+                                      for _ in range(draws)]).mean(0)
+        return mean(start), mean(params())
 
 
 @torch.no_grad()

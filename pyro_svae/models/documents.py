@@ -249,14 +249,15 @@ class ChainVAE(nn.Module):
         inputs = word_dropout(s.inputs, word_keep) if self.training else s.inputs
         return pyro.sample("x", Sentences(self.decoder, z, inputs=inputs), obs=s.targets)
 
-    def guide(self, batch, size=None, beta=1.0, **kwargs):
-        """q(z | x) of the chosen family, under the model's plate and KL scale."""
+    def guide(self, batch, size=None, beta=1.0, params=None, **kwargs):
+        """q(z | x) of the chosen family, under the model's plate and KL scale. ``params``: the family's
+        per-document parameters (``local_params``; refined per document) instead of the encoder's."""
         module("encoder", self.sentence.encoder)
         module("posterior", self.sentence.posterior)
         if self.kind == "doc-structured":
             module("backward_rnn", self.backward_rnn)
             module("combiner", self.combiner)
-        q = self.q(batch)
+        q = self.q_given(batch, params if params is not None else self.local_params(batch))
         with corpus_plate("documents", batch.size, size), poutine.scale(scale=max(beta, BETA_FLOOR)):
             return pyro.sample("z", q)
 
@@ -268,15 +269,27 @@ class ChainVAE(nn.Module):
         slots, shape = batch.slots.to(h.device), (batch.size, batch.steps)
         return to_grid(head.loc, slots, shape), to_grid(head.scale, slots, shape, 1.0), h
 
-    def q(self, batch):
-        """The guide's distribution over z [D, T, Z] for a DocumentBatch."""
+    def local_params(self, batch):
+        """The guide's per-document parameters from the encoder: {"loc", "scale"} [D, T, Z] (the
+        sentence head's Gaussians: q's own for doc-meanfield, the potentials for doc-conjugate) or
+        {"context"} [D, T, H] (doc-structured's backward states)."""
         loc, scale, h = self.potentials(batch)
+        if self.kind == "doc-structured":
+            return {"context": self.backward_context(batch, h)}
+        return {"loc": loc, "scale": scale}
+
+    def q_given(self, batch, params):
+        """The guide's distribution over z [D, T, Z] given its per-document parameters."""
         mask = batch.mask
         if self.kind == "doc-meanfield":
-            return dist.Normal(loc, scale).mask(mask.unsqueeze(-1)).to_event(2)
+            return dist.Normal(params["loc"], params["scale"]).mask(mask.unsqueeze(-1)).to_event(2)
         if self.kind == "doc-conjugate":
-            return ConjugatePosterior(self.prior(mask), loc, scale)
-        return StructuredPosterior(self.combiner, self.backward_context(batch, h), self.start, mask)
+            return ConjugatePosterior(self.prior(mask), params["loc"], params["scale"])
+        return StructuredPosterior(self.combiner, params["context"], self.start, mask)
+
+    def q(self, batch):
+        """The guide's distribution over z [D, T, Z] for a DocumentBatch."""
+        return self.q_given(batch, self.local_params(batch))
 
     def backward_context(self, batch, h):
         """g_t: the backward GRU's state after reading sentences T..t of each document [D, T, H]."""

@@ -99,9 +99,10 @@ def compare_guides(guides, budget, out_dir, iw_samples, split, quiet, **options)
         raise click.UsageError("use --guides (several) with compare-guides")
     if not given.get("data"):
         raise click.UsageError("compare-guides needs --data")
-    hier = given.get("prior") == "hier"
-    specs = [g.strip() for g in (guides or ("hier-meanfield,hier-structured" if hier else
-                                            "diag,lowrank:4,fullrank,iaf:2,delta")).split(",") if g.strip()]
+    hier, chain = given.get("prior") == "hier", given.get("prior") == "chain"
+    default = ("hier-meanfield,hier-structured" if hier else "doc-meanfield,doc-structured,doc-conjugate" if chain
+               else "diag,lowrank:4,fullrank,iaf:2,delta")
+    specs = [g.strip() for g in (guides or default).split(",") if g.strip()]
     config = config_from(**{"max_minutes": budget, **given})
     rows, plotted = run_comparison(config, specs, out_dir, iw_samples, split, log=_log, progress=not quiet)
     click.echo(open(os.path.join(out_dir, "results.md")).read().rstrip())
