@@ -9,12 +9,15 @@ documents).
 
 A document given as one string is cut into sentences after tokens ending in ``.``, ``?`` or ``!``."""
 
+import pyro.distributions as dist
 import torch
 
-from ..data.documents import make_document_batch
+from ..data.documents import gather_documents, make_document_batch
 from ..data.sources import split_sentences
 from ..data.writer import MAX_DOCUMENT
 from ..errors import SVAEError
+from ..evaluation.documents import document_terms
+from ..evaluation.latent_map import LatentMap
 from .trained import CHUNK, TrainedVAE
 
 MEAN_DRAWS = 64  # draws from q that estimate a document's posterior mean
@@ -85,6 +88,48 @@ class TrainedChainVAE(TrainedVAE):
         """E_q[z_t] for each sentence of the document ``sentences`` (over 64 draws): [T, Z]."""
         return self.document_draws(sentences, MEAN_DRAWS).mean(0)
 
+    @torch.inference_mode()
+    def batch_means(self, batch):
+        """E_q[z_t] of every sentence of a DocumentBatch, each in its document (64 draws): [S, Z]."""
+        draws = self.chain.q(batch.repeat(MEAN_DRAWS).to(self.chain.device)).rsample()  # [D * k, T, Z]
+        means = draws.view(batch.size, MEAN_DRAWS, batch.steps, -1).mean(1)
+        return means.reshape(batch.size * batch.steps, -1)[batch.slots.to(means.device)]
+
+    @torch.inference_mode()
+    def encode(self, sentences):
+        """The marginals of q(z_t | x_1..T) for the document ``sentences`` (64 draws): a Normal of
+        batch shape [T], event shape [Z]."""
+        draws = self.document_draws(sentences, MEAN_DRAWS)
+        return dist.Normal(draws.mean(0), draws.std(0).clamp(min=1e-6)).to_event(1)
+
+    @torch.inference_mode()
+    def kl(self, sentences):
+        """KL(q(z | x) || p(z)) of the document ``sentences``, over 64 draws: [1] nats."""
+        batch = self.document_batch(sentences).repeat(MEAN_DRAWS).to(self.chain.device)
+        return document_terms(self.chain, batch)[1].mean(0, keepdim=True)
+
+    @torch.inference_mode()
+    def latent_map(self, split="valid", n=1000, batch_size=16, method="auto"):
+        """The posterior means of the first ``n`` sentences of a split, each in its document, in 2-D;
+        ``documents`` gives each point's document (its path on the map)."""
+        data = self.document_split(split)
+        means, texts, lengths, documents = [], [], [], []
+        for start in range(0, len(data), batch_size):
+            if len(texts) >= n:
+                break
+            positions = list(range(start, min(start + batch_size, len(data))))
+            batch = gather_documents(data, positions)
+            means.append(self.batch_means(batch).cpu())
+            for d, document in zip(positions, batch.documents()):
+                texts += [self.tokenizer.decode(s) for s in document]
+                lengths += [len(s) for s in document]
+                documents += [d] * len(document)
+        if len(texts) < 2:
+            raise SVAEError(f"the {split} split has {len(texts)} sentence(s); a map needs at least 2")
+        m = LatentMap(torch.cat(means)[:n], texts[:n], lengths[:n], method)
+        m.documents = documents[:n]
+        return m
+
     def iter_reconstruct(self, sentences, chunk=None, **decoding):
         """The given sentences as one document: each z_t's posterior mean decoded. Yields (z, texts) once."""
         yield self.reconstruct(as_document(sentences), **decoding)
@@ -99,13 +144,6 @@ class TrainedChainVAE(TrainedVAE):
     def posterior(self, sentences, n=5, **decoding):
         parts = list(self.iter_posterior(sentences, n, **decoding))
         return torch.cat([z for _, z, _ in parts]), [x for _, _, texts in parts for x in texts]
-
-    def kl(self, sentences):
-        raise SVAEError("a chain run's KL is per document: see evaluate")
-
-    def latent_map(self, *args, **kwargs):
-        raise SVAEError("the explorer's map is for sentence runs; a chain run is explored with sample, continue, "
-                        "reconstruct, homotopy, evaluate and cloze")
 
     # -- uses ---------------------------------------------------------------------------------
     @torch.inference_mode()

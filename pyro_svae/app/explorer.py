@@ -77,7 +77,8 @@ def _check_sentences(sentences):
 
 
 def create_app(run, split="valid", device="auto", checkpoint="best", map_size=1000, projection="auto"):
-    """The explorer's FastAPI app over the run directory ``run``."""
+    """The explorer's FastAPI app over the run directory ``run``. A --prior chain run's map places each
+    sentence in its document, and its samples, reconstructions and homotopies are documents."""
     vae = load(run, device=device, which=checkpoint, warn=lambda m: None)
     labels = getattr(vae, "labels", None)  # a --prior class run's label names
     lock = threading.Lock()  # one request at a time uses the model (and the global RNG)
@@ -126,7 +127,8 @@ def create_app(run, split="valid", device="auto", checkpoint="best", map_size=10
     def info():
         """The run: its configuration, vocabulary size, latent size, the map's split and the limits."""
         return {"run": run, "config": vae.config["train"], "vocab_size": len(vae.tokenizer),
-                "z_dim": vae.z_dim, "split": split, "map_size": map_size, "limits": LIMITS, "labels": labels}
+                "z_dim": vae.z_dim, "split": split, "map_size": map_size, "limits": LIMITS, "labels": labels,
+                "documents": hasattr(vae, "chain")}
 
     @app.get("/api/map")
     def map_points():
@@ -135,11 +137,11 @@ def create_app(run, split="valid", device="auto", checkpoint="best", map_size=10
             raise SVAEError("this run is a language model: it has no latent space")
         m = latent_map
         return {"split": split, "method": m.method, "points": m.points.tolist(), "texts": m.texts, "lengths": m.lengths,
-                "labels": getattr(m, "labels", None)}
+                "labels": getattr(m, "labels", None), "documents": getattr(m, "documents", None)}
 
     @app.post("/api/sample")
     def sample(r: SampleRequest):
-        """n sentences decoded from z ~ p(z)."""
+        """n sentences decoded from z ~ p(z) (a --prior chain run: one document of n sentences)."""
         _limit("n", r.n, LIMITS["n"])
         (z, texts), warnings = run_model(r.seed, lambda v: v.sample(r.n, label=r.label, **r.options()))
         return {"samples": rows(z, texts), "warnings": warnings}

@@ -2,7 +2,7 @@
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
-const state = { map: null, selected: [], toPlot: null, labels: null };
+const state = { map: null, selected: [], toPlot: null, labels: null, documents: false };
 
 function $(id) { return document.getElementById(id); }
 
@@ -101,6 +101,7 @@ function drawMap() {
     svg("title", {}, dot).textContent = m.texts[i];
     dot.addEventListener("mouseenter", () => { $("hover").textContent = m.texts[i]; });
     dot.addEventListener("click", () => select(i, dot));
+    if (m.documents) dot.addEventListener("click", () => drawDocument(m.documents[i]));
   });
   svg("g", { id: "path-layer" }, plot);
 }
@@ -126,6 +127,11 @@ function drawPath(rows) {
     svg("circle", { cx: x, cy: y, r: 4, class: "path" }, layer);
     svg("text", { x: x + 6, y: y - 6, class: "step" }, layer).textContent = String(i + 1);
   });
+}
+
+function drawDocument(d) {  // a --prior chain run: the document of a point, as a path in sentence order
+  const m = state.map;
+  drawPath(m.points.map((xy, i) => ({ xy, document: m.documents[i] })).filter((r) => r.document === d));
 }
 
 // -- the training curves --------------------------------------------------------------------
@@ -208,6 +214,7 @@ async function start() {
     const data = await api("sample", { n: Number($("sample-n").value), ...decoding($("sample-form")),
                                        ...(label ? { label } : {}) });
     fillList($("sample-out"), data.samples.map((r) => r.text));
+    if (state.documents) drawPath(data.samples);  // one document: its path on the map
   }));
 
   await run(async () => {
@@ -216,6 +223,7 @@ async function start() {
     $("run-info").textContent = `${info.run} · ${c.model} · z ${info.z_dim} · guide ${c.guide} · ` +
       `vocabulary ${info.vocab_size} · decoder ${c.hidden} units`;
     $("map-split").textContent = info.split;
+    state.documents = Boolean(info.documents);
     if (info.labels) {  // a --prior class run: a label control on the prior tab, the map coloured by label
       state.labels = info.labels;
       $("sample-label").append(...info.labels.map((label) => new Option(label, label)));
