@@ -188,3 +188,11 @@ def test_compare_guides_scores_the_three_document_guides(corpus, tmp_path, run_c
     assert [r.split("|")[1].strip() for r in rows] == ["doc-meanfield", "doc-structured", "doc-conjugate"]
     gaps = [float(r.split("|")[6]) for r in rows]
     assert sum(gaps) > 0  # refining q per document raises its ELBO (per guide, up to the draws' noise)
+
+
+def test_an_exported_chain_run_samples_the_same_documents(chain_run, tmp_path, run_cli):
+    folder = str(tmp_path / "model")
+    assert run_cli("export", chain_run, folder)[0] == 0
+    rows = [json.loads(run_cli("sample", run, "-n", "2", "--sentences", "3", "--json", "--seed", "4")[1])
+            for run in (chain_run, folder)]
+    assert rows[0] == rows[1] and len(rows[0]) == 6
