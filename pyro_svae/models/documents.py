@@ -253,29 +253,33 @@ class ChainVAE(nn.Module):
         """q(z | x) of the chosen family, under the model's plate and KL scale. ``params``: the family's
         per-document parameters (``local_params``; refined per document) instead of the encoder's."""
         module("encoder", self.sentence.encoder)
-        module("posterior", self.sentence.posterior)
         if self.kind == "doc-structured":
             module("backward_rnn", self.backward_rnn)
             module("combiner", self.combiner)
+        else:
+            module("posterior", self.sentence.posterior)
         q = self.q_given(batch, params if params is not None else self.local_params(batch))
         with corpus_plate("documents", batch.size, size), poutine.scale(scale=max(beta, BETA_FLOOR)):
             return pyro.sample("z", q)
 
     def potentials(self, batch):
         """The sentence head's Gaussian per sentence, in the grid: loc, scale [D, T, Z] (0 and 1 off the mask)."""
+        head = self.sentence.posterior(self.encode(batch)).base_dist
+        slots, shape = batch.slots.to(head.loc.device), (batch.size, batch.steps)
+        return to_grid(head.loc, slots, shape), to_grid(head.scale, slots, shape, 1.0)
+
+    def encode(self, batch):
+        """The sentence encoder's summary of each sentence: h [S, H]."""
         s = batch.sentences
-        h = self.sentence.encoder(s.targets, s.lengths)
-        head = self.sentence.posterior(h).base_dist
-        slots, shape = batch.slots.to(h.device), (batch.size, batch.steps)
-        return to_grid(head.loc, slots, shape), to_grid(head.scale, slots, shape, 1.0), h
+        return self.sentence.encoder(s.targets, s.lengths)
 
     def local_params(self, batch):
         """The guide's per-document parameters from the encoder: {"loc", "scale"} [D, T, Z] (the
         sentence head's Gaussians: q's own for doc-meanfield, the potentials for doc-conjugate) or
         {"context"} [D, T, H] (doc-structured's backward states)."""
-        loc, scale, h = self.potentials(batch)
         if self.kind == "doc-structured":
-            return {"context": self.backward_context(batch, h)}
+            return {"context": self.backward_context(batch, self.encode(batch))}
+        loc, scale = self.potentials(batch)
         return {"loc": loc, "scale": scale}
 
     def q_given(self, batch, params):
