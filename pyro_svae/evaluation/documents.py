@@ -32,11 +32,15 @@ def document_terms(chain, batch, params=None):
 
 
 def log_weights(chain, batch, k, chunk=50):
-    """log p(x, z_k) - log q(z_k | x) for k draws per document: [D, k] (draws ``chunk`` at a time)."""
+    """log p(x, z_k) - log q(z_k | x) for k draws per document: [D, k] (draws ``chunk`` at a time;
+    the encoder runs once, its per-document parameters repeated for the draws)."""
+    batch = batch.to(chain.device)
+    params = chain.local_params(batch)
     parts = []
     for start in range(0, k, chunk):
         n = min(chunk, k - start)
-        rec, kl = document_terms(chain, batch.repeat(n).to(chain.device))
+        repeated = {name: v.repeat_interleave(n, dim=0) for name, v in params.items()}
+        rec, kl = document_terms(chain, batch.repeat(n), repeated)
         parts.append((rec - kl).view(batch.size, n))
     return torch.cat(parts, dim=1)
 
