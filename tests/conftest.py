@@ -1,6 +1,11 @@
 """Shared fixtures: tiny corpora written by the tests themselves, and small trained runs."""
 
+import contextlib
+import os
 import random
+import shutil
+import subprocess
+import sys
 
 import pyro
 import pytest
@@ -76,3 +81,39 @@ def run_cli(capsys):
         return code, out, err
 
     return run
+
+
+@contextlib.contextmanager
+def explorer_in_chromium(run, map_size):
+    """``cli.py serve RUN`` on a free port, opened in Debian's headless Chromium: yields (driver,
+    wait) once the page is ready. Skips the test where Chromium or the web extra is missing."""
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.skip("browser test skipped: no Chromium (apt-get install chromium chromium-driver; .ci/run installs them)")
+    pytest.importorskip("fastapi")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen([sys.executable, os.path.join(root, "cli.py"), "serve", run, "--port", "0",
+                             "--map-size", str(map_size), "--device", "cpu"], stderr=subprocess.PIPE, text=True)
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900"):
+        options.add_argument(flag)
+    driver = None
+    try:
+        line = proc.stderr.readline()
+        assert line.startswith("serving"), line + proc.stderr.read()
+        driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+        wait = WebDriverWait(driver, 60)
+        driver.get(line.split(" at ")[1].split()[0])
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "yes")
+        yield driver, wait
+    finally:
+        if driver is not None:
+            driver.quit()
+        proc.terminate()
+        proc.wait(timeout=30)

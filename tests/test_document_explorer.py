@@ -1,11 +1,6 @@
 """The explorer of a --prior chain run: each sentence placed in its document, a document drawn as a
 path on the map (the API, and the page in headless Chromium)."""
 
-import os
-import shutil
-import subprocess
-import sys
-
 import pytest
 
 pytest.importorskip("fastapi", reason="the web extra is not installed (pip install -e '.[web]')")
@@ -14,11 +9,9 @@ from fastapi.testclient import TestClient  # noqa: E402
 from pyro_svae.app.explorer import create_app  # noqa: E402
 from pyro_svae.training.run import train  # noqa: E402
 
-from conftest import quiet  # noqa: E402
+from conftest import explorer_in_chromium, quiet  # noqa: E402
 from test_document_runs import doc_config, document_corpus  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 STORY = "ann went to the lake . ann swam far . then ann went home ."
 
 
@@ -49,28 +42,10 @@ def test_the_map_places_each_sentence_in_its_document(chain_run):
     assert len(post["samples"]) == 6 and post["kl"] > 0  # 2 draws of each of its 3 sentences
 
 
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="browser test skipped: no Chromium "
-                    "(apt-get install chromium chromium-driver; .ci/run installs them)")
 def test_a_document_is_a_path_on_the_map_in_headless_chromium(chain_run):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    with explorer_in_chromium(chain_run, 30) as (driver, wait):
+        from selenium.webdriver.common.by import By
 
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "cli.py"), "serve", chain_run, "--port", "0",
-                             "--map-size", "30", "--device", "cpu"], stderr=subprocess.PIPE, text=True)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900"):
-        options.add_argument(flag)
-    driver = None
-    try:
-        line = proc.stderr.readline()
-        assert line.startswith("serving"), line + proc.stderr.read()
-        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-        wait = WebDriverWait(driver, 60)
-        driver.get(line.split(" at ")[1].split()[0])
-        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "yes")
         points = driver.find_elements(By.CSS_SELECTOR, "#map-plot circle.point")
         assert len(points) == 30
         m = TestClient(create_app(chain_run, map_size=30, device="cpu")).get("/api/map").json()
@@ -86,8 +61,3 @@ def test_a_document_is_a_path_on_the_map_in_headless_chromium(chain_run):
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#sample-out li")) == 4)
         assert len(driver.find_elements(By.CSS_SELECTOR, "#path-layer circle")) == 4  # the drawn document
         assert not driver.find_element(By.ID, "error").is_displayed()
-    finally:
-        if driver is not None:
-            driver.quit()
-        proc.terminate()
-        proc.wait(timeout=30)

@@ -304,33 +304,12 @@ def test_the_explorer_serves_a_labeled_run(conditional_run):
 
 
 def test_the_explorer_page_colours_by_label_and_samples_a_chosen_label(conditional_run):
-    import shutil
-    import subprocess
+    from conftest import explorer_in_chromium
 
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and chromedriver):
-        pytest.skip("browser test skipped: no Chromium (apt-get install chromium chromium-driver; .ci/run installs them)")
-    pytest.importorskip("fastapi")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    with explorer_in_chromium(conditional_run, 40) as (driver, wait):
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import Select
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.Popen([sys.executable, os.path.join(root, "cli.py"), "serve", conditional_run, "--port", "0",
-                             "--map-size", "40", "--device", "cpu"], stderr=subprocess.PIPE, text=True)
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900"):
-        options.add_argument(flag)
-    driver = None
-    try:
-        line = proc.stderr.readline()
-        assert line.startswith("serving"), line + proc.stderr.read()
-        driver = webdriver.Chrome(service=Service(chromedriver), options=options)
-        wait = WebDriverWait(driver, 60)
-        driver.get(line.split(" at ")[1].split()[0])
-        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "yes")
         points = driver.find_elements(By.CSS_SELECTOR, "#map-plot circle.point")
         assert len(points) == 40 and not driver.find_element(By.ID, "error").is_displayed()
         by_fill = {}
@@ -345,8 +324,4 @@ def test_the_explorer_page_colours_by_label_and_samples_a_chosen_label(condition
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#sample-out li"))
         samples = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#sample-out li")]
         assert len(samples) == 5 and all(template_of(s) == 3 for s in samples), samples
-    finally:
-        if driver is not None:
-            driver.quit()
-        proc.terminate()
-        proc.wait(timeout=30)
+
