@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from ..errors import SVAEError
-from .corpus import Batch, make_batch
+from .corpus import Batch, ReadStats, iter_lines, make_batch
+from .sources import source_sentences
 from .tokenizers import EOS
 
 
@@ -144,22 +145,15 @@ def gather_documents(split, positions):
 
 
 def read_documents(path, mode="blank"):
-    """The documents of a text file, each a list of sentences (strings): ``blank``, an empty line
-    between documents; ``lines``, a document per line cut after ``.``/``?``/``!`` tokens."""
-    from .corpus import ReadStats, iter_lines
-    from .sources import split_sentences
-
+    """The documents of a text file, each a list of sentences (strings), cut as the token store
+    cuts them (``sources.source_sentences``): ``blank``, an empty line between documents; ``lines``,
+    a document per line cut after ``.``/``?``/``!`` tokens."""
     documents, current = [], []
-    for line in iter_lines(path, ReadStats(), keep_empty=mode == "blank"):
-        if mode == "lines":
-            documents.append(split_sentences(line))
-        elif line:
-            current.append(line)
-        elif current:
+    for _, sentence, _, ends in source_sentences((path, "test", mode)):
+        current.append(sentence)
+        if ends:
             documents.append(current)
             current = []
-    if current:
-        documents.append(current)
     if not documents:
         raise SVAEError(f"{path}: no document in this file")
     return documents
@@ -171,8 +165,6 @@ CLOZE_HEADER = ["id", "s1", "s2", "s3", "s4", "ending1", "ending2", "answer"]
 def read_cloze(path):
     """Story Cloze items of a TSV file (header id, s1..s4, ending1, ending2, answer): -> [(context
     [4 sentences], ending 1, ending 2, answer 1|2)]."""
-    from .corpus import ReadStats, iter_lines
-
     items = []
     for number, line in enumerate(iter_lines(path, ReadStats()), 1):
         fields = [f.strip() for f in line.split("\t")]

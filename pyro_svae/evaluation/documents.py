@@ -7,10 +7,12 @@ import math
 import torch
 from pyro import poutine
 
-from ..data.corpus import sorted_batches
-from ..data.documents import gather_documents, make_document_batch
+from ..data.corpus import make_batch, sorted_batches
+from ..data.documents import gather_documents, join_sentences, make_document_batch
 from ..devices import forked_rng
+from ..models.likelihood import token_nll
 from ..progress import progress_bar
+from .metrics import iw_log_likelihood as sentence_iw
 
 
 def per_document(values, batch):
@@ -116,8 +118,6 @@ def chain_positions(chain, k=100):
 
 def sentence_positions(svae, k=100):
     """The same for a sentence VAE (no chain: each sentence's IW estimate alone) or a sentence LM."""
-    from .metrics import iw_log_likelihood as sentence_iw
-
     def score(batch):
         log_px = sentence_iw(svae, batch.sentences.to(svae.device), k, chunk=min(k, 50))[0].cpu()
         return log_px.new_zeros(batch.size * batch.steps).index_copy(0, batch.slots, log_px).view(batch.size, -1)
@@ -127,10 +127,6 @@ def sentence_positions(svae, k=100):
 def concatenated_positions(lm):
     """The same, exact, for the language model of whole documents (its sentences joined by </s>):
     each sentence's tokens and the </s> after it."""
-    from ..data.corpus import make_batch
-    from ..data.documents import join_sentences
-    from ..models.likelihood import token_nll
-
     def score(batch):
         docs = batch.documents()
         joined = make_batch([join_sentences(d) for d in docs]).to(lm.device)

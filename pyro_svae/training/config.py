@@ -5,6 +5,7 @@ import dataclasses
 import math
 import os
 
+from ..data.sources import DOCUMENTS
 from ..data.store import StoreOptions, is_store, read_store_info
 from ..errors import SVAEError
 from ..inference.schedules import parse_schedule
@@ -81,7 +82,7 @@ OPTIONS = [
            'keeps the labels, for --prior class.', choices=('none', 'tab')),
     Option('documents', 'none', 'blank: an empty line ends a document; lines: each line is a document, cut into sentences '
            'after tokens ending in . ? or !; the store keeps the documents, for --prior chain (and --model lm reads each '
-           'document as one sequence).', choices=('none', 'blank', 'lines')),
+           'document as one sequence).', choices=DOCUMENTS),
     Option('model', 'vae', 'vae, or lm: the same decoder with no latent (the language-model baseline).', choices=('vae', 'lm')),
     Option('emb_dim', ModelConfig.emb_dim, 'Word embedding size.', check=AT_LEAST_1),
     Option('hidden', ModelConfig.hidden, 'Decoder LSTM size.', check=AT_LEAST_1),
