@@ -14,6 +14,7 @@ from ..data.documents import DocumentSplit, read_cloze, read_documents
 from ..errors import SVAEError
 from ..evaluation.documents import (chain_positions, chain_score, cloze_accuracy, concatenated_positions,
                                     evaluate_documents, sentence_positions, summed_score)
+from ..training.documents import whole_documents
 from ..training.rundir import load_corpus
 
 
@@ -54,7 +55,7 @@ class DocumentMeasures:
         """log p(x_t | x_<t) per sentence of a DocumentBatch, by this run's kind of model."""
         if hasattr(self, "chain"):
             return chain_positions(self.chain, samples)
-        if self.z_dim == 0 and self.config["train"].get("documents", "none") != "none":
+        if whole_documents(self.config["train"]):  # here, the LM of whole documents
             return concatenated_positions(self.svae)
         return sentence_positions(self.svae, samples)
 

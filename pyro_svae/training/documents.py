@@ -17,6 +17,12 @@ from ..models.vae import BETA_FLOOR
 from .rundir import model_config
 
 
+def whole_documents(train):
+    """Whether a run (its train options, a mapping) models whole documents rather than sentences:
+    the chain model, or the LM of a document store, which reads each document as one sequence."""
+    return train.get("documents", "none") != "none" and (train.get("prior") == "chain" or train.get("model") == "lm")
+
+
 def document_splits(splits):
     return {name: DocumentSplit(split) for name, split in splits.items()}
 

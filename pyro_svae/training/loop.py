@@ -21,7 +21,7 @@ from ..models.documents import is_chain_prior
 from ..models.labeled import is_class_prior
 from ..progress import progress_bar
 from .distributed import World
-from .documents import DocumentFamily, concatenated_splits, document_splits
+from .documents import DocumentFamily, concatenated_splits, document_splits, whole_documents
 from .family import SentenceFamily
 from .labeled import LabeledFamily
 from .logs import make_log
@@ -50,13 +50,12 @@ def sentence_trainer(c, out_dir, tokenizer, splits, log=print, progress=True, wo
     device = device if device is not None else resolve_device(c.device)
     pyro.clear_param_store()
     pyro.set_rng_seed(c.seed)
-    documents = getattr(splits["train"], "documents", None) is not None
     if is_chain_prior(c.prior):
         family, splits = DocumentFamily(c, tokenizer, device), document_splits(splits)
     elif is_class_prior(c.prior):
         family = LabeledFamily(c, tokenizer, device, read_config(out_dir).get("labels"))
     else:
-        if c.model == "lm" and documents:  # the language model of whole documents
+        if whole_documents(dataclasses.asdict(c)):  # the language model of whole documents
             splits = concatenated_splits(splits)
         family = SentenceFamily(c, tokenizer, device)
     return Trainer(family, c, out_dir, tokenizer, splits, log, progress, world, device)

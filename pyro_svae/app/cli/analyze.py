@@ -6,6 +6,7 @@ import os
 import click
 
 from ...errors import SVAEError
+from ...training.documents import whole_documents
 from .options import _explorer
 
 
@@ -90,10 +91,7 @@ def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, per_s
     Example: python cli.py evaluate runs/ptb --split test --iw-samples 500
     """
     vae = _explorer(run, device, checkpoint, seed)
-    trained_on = vae.config["train"]
-    whole = trained_on.get("documents", "none") != "none" and (trained_on.get("prior") == "chain"
-                                                                 or trained_on.get("model") == "lm")
-    if documents or whole:
+    if documents or whole_documents(vae.config["train"]):
         from .documents import report_documents
 
         return report_documents(vae, split, input_file, iw_samples, batch_size, limit, seed, as_json, quiet)
