@@ -10,10 +10,9 @@ from ..data.documents import ConcatenatedSplit, DocumentSplit, gather_documents
 from ..devices import forked_rng
 from ..evaluation.documents import validate_documents
 from ..inference.objectives import DocumentELBO
-from ..inference.schedules import parse_schedule
 from ..models.decoding import Greedy
 from ..models.documents import ChainVAE
-from ..models.vae import BETA_FLOOR
+from .family import AnnealedFamily
 from .rundir import model_config
 
 
@@ -32,35 +31,22 @@ def concatenated_splits(splits):
     return {name: ConcatenatedSplit(DocumentSplit(split)) for name, split in splits.items()}
 
 
-class DocumentFamily:
+class DocumentFamily(AnnealedFamily):
     """The chain model of config ``c`` over DocumentSplits."""
 
     def __init__(self, c, tokenizer, device):
         self.c, self.tokenizer = c, tokenizer
         self.module = self.chain = ChainVAE(model_config({"train": dataclasses.asdict(c)}, len(tokenizer))).to(device)
         self.model, self.guide = self.chain.model, self.chain.guide
-        self.schedule = None
-
-    def start(self, total_steps):
-        self.schedule = parse_schedule(self.c.kl_schedule, total_steps)
 
     def loss(self):
         return DocumentELBO(self.c.free_bits)
-
-    def beta(self, step):
-        return self.schedule(step)
 
     def batch(self, split, positions, device):
         return gather_documents(split, positions).to(device)
 
     def step_kwargs(self, step, size):
         return dict(size=size, beta=self.beta(step), word_keep=self.c.word_keep)
-
-    def before_step(self, step, optim, log):
-        pass
-
-    def progress(self, batch, step):
-        return {"beta": max(self.beta(step), BETA_FLOOR)}
 
     def samples(self, n=4):
         """A document of n sentences drawn from the chain, decoded greedily (forked RNG): the logs' text."""
@@ -78,7 +64,7 @@ class DocumentFamily:
         m = validate_documents(self.chain, split, min(batch_size, 32), self.c.seed)
         columns = {"val_elbo": round(m["elbo"], 4), "val_elbo_sentence": round(m["elbo_sentence"], 4),
                    "val_rec": round(m["rec"], 4), "val_kl": round(m["kl"], 4)}
-        return {**m, "score": m["elbo"], "beta": round(max(self.beta(max(step - 1, 0)), BETA_FLOOR), 6),
+        return {**m, "score": m["elbo"], "beta": self.logged_beta(step),
                 "columns": columns, "extra": {}}
 
     def report(self, m):

@@ -45,7 +45,31 @@ class Family(Protocol):
     def report(self, metrics): ...  # a line for the log
 
 
-class SentenceFamily:
+class AnnealedFamily:
+    """What the families share: a KL weight beta that follows ``c.kl_schedule`` (``start`` builds
+    it once the run's length is known), nothing to do before a step, beta on the progress bar."""
+
+    c = None
+    schedule = None
+
+    def start(self, total_steps):
+        self.schedule = parse_schedule(self.c.kl_schedule, total_steps)
+
+    def beta(self, step):
+        return self.schedule(step)
+
+    def logged_beta(self, step):
+        """The KL weight of the step before validation at ``step``, as metrics.csv records it."""
+        return round(max(self.beta(max(step - 1, 0)), BETA_FLOOR), 6)
+
+    def before_step(self, step, optim, log):
+        pass
+
+    def progress(self, batch, step):
+        return {"beta": max(self.beta(step), BETA_FLOOR)}
+
+
+class SentenceFamily(AnnealedFamily):
     """The sentence VAE of config ``c`` (``--model lm``: its decoder alone) for the loop."""
 
     def __init__(self, c, tokenizer, device):
@@ -54,11 +78,7 @@ class SentenceFamily:
         self.model, self.guide = self.svae.model, self.svae.guide
         self.discrete = self.svae.estimator or None
         self.tau = parse_tau(c.tau) if self.discrete == "concrete" else (lambda step: None)
-        self.schedule = None
         self.warned = False
-
-    def start(self, total_steps):
-        self.schedule = parse_schedule(self.c.kl_schedule, total_steps)
 
     def loss(self):
         return make_loss(self.c)
@@ -108,7 +128,7 @@ class SentenceFamily:
             columns["val_bleu"] = round(m["bleu"], 4)
         score = m["bleu"] if select_bleu else m["iw"] if k > 1 else m["elbo"]  # the bound trained on, or BLEU
         return {**m, "score": score,
-                "beta": round(max(self.beta(max(step - 1, 0)), BETA_FLOOR), 6), "columns": columns,
+                "beta": self.logged_beta(step), "columns": columns,
                 "extra": {"val_iw": round(m["iw"], 4)} if k > 1 else {}}
 
     def report(self, m):

@@ -11,9 +11,9 @@ from pyro.distributions.kl import kl_divergence
 from ..data.corpus import gather, sorted_batches
 from ..devices import forked_rng
 from ..inference.objectives import EnumELBO
-from ..inference.schedules import parse_schedule
 from ..models.decoding import Greedy
-from ..models.labeled import BETA_FLOOR, PARTS, LabeledVAE, label_names, parse_classes
+from ..models.labeled import PARTS, LabeledVAE, label_names, parse_classes
+from .family import AnnealedFamily
 from .rundir import model_config
 
 
@@ -47,7 +47,7 @@ class LabeledELBO(EnumELBO):
         return total
 
 
-class LabeledFamily:
+class LabeledFamily(AnnealedFamily):
     """M2 of config ``c`` on a corpus with labels ``names`` (some sentences may be unlabeled)."""
 
     def __init__(self, c, tokenizer, device, names):
@@ -57,16 +57,10 @@ class LabeledFamily:
                                              classes, c.alpha).to(device)
         self.labels = label_names(names, classes)
         self.model, self.guide = self.svae.model, self.svae.guide
-        self.schedule, self.sizes = None, None
-
-    def start(self, total_steps):
-        self.schedule = parse_schedule(self.c.kl_schedule, total_steps)
+        self.sizes = None
 
     def loss(self):
         return LabeledELBO(self.c.free_bits)
-
-    def beta(self, step):
-        return self.schedule(step)
 
     def batch(self, split, positions, device):
         if self.sizes is None:  # each part's share of the corpus, for its plate's scale
@@ -77,12 +71,6 @@ class LabeledFamily:
 
     def step_kwargs(self, step, size):
         return dict(sizes=self.sizes, beta=self.beta(step), word_keep=self.c.word_keep)
-
-    def before_step(self, step, optim, log):
-        pass
-
-    def progress(self, batch, step):
-        return {"beta": max(self.beta(step), BETA_FLOOR)}
 
     def samples(self, n=4):
         """A greedy sentence of each class in turn from z ~ p(z) (forked RNG): the logs' text."""
@@ -99,7 +87,7 @@ class LabeledFamily:
         m = validate_labeled(self.svae, split, batch_size, self.c.seed)
         columns = {"val_elbo": round(m["elbo"], 4), "val_accuracy": round(m["accuracy"], 4)
                    if m["labeled"] else float("nan")}
-        return {**m, "score": m["elbo"], "beta": round(max(self.beta(max(step - 1, 0)), BETA_FLOOR), 6),
+        return {**m, "score": m["elbo"], "beta": self.logged_beta(step),
                 "columns": columns, "extra": {}}
 
     def report(self, m):
