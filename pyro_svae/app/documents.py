@@ -86,7 +86,7 @@ class TrainedChainVAE(TrainedVAE):
 
     def posterior_mean(self, sentences):
         """E_q[z_t] for each sentence of the document ``sentences`` (over 64 draws): [T, Z]."""
-        return self.document_draws(sentences, MEAN_DRAWS).mean(0)
+        return self.batch_means(self.document_batch(sentences))
 
     @torch.inference_mode()
     def batch_means(self, batch):

@@ -70,9 +70,8 @@ class DocumentMeasures:
         """NLL per document, per sentence and of the t-th sentence given the earlier ones (IW,
         K = ``samples``; the LM's exact), perplexity; a chain run adds its ELBO and KL per sentence."""
         data = split if isinstance(split, DocumentSplit) else self.document_split(split, input_file, limit)
-        torch.manual_seed(seed)
-        return evaluate_documents(self.positions(samples), data, batch_size, 0, seed, progress,
-                                  getattr(self, "chain", None))
+        return evaluate_documents(self.positions(samples), data, batch_size, seed, progress,
+                                  getattr(self, "chain", None), self.svae.device)
 
     @torch.inference_mode()
     def cloze(self, path, samples=100, batch_size=8, limit=0, seed=0, progress=True):

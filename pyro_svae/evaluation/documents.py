@@ -143,19 +143,18 @@ def concatenated_positions(lm):
 
 
 @torch.no_grad()
-def evaluate_documents(positions, split, batch_size=8, limit=0, seed=0, progress=False, chain=None):
+def evaluate_documents(positions, split, batch_size=8, seed=0, progress=False, chain=None, device="cpu"):
     """Over a DocumentSplit: the NLL of each document and of each sentence given the earlier ones,
     from ``positions(DocumentBatch) -> log p(x_t | x_<t) [D, T]`` (chain_positions,
     sentence_positions or concatenated_positions); with ``chain``, also its ELBO and KL (one draw).
     -> {"nll" (per document), "nll_sentence", "by_position" [T] (mean NLL of the t-th sentences),
-    "ppl", "elbo", "kl_sentence", "documents", "sentences", "tokens"}."""
-    n_docs = min(limit, len(split)) if limit else len(split)
-    batches = [[i for i in b if i < n_docs] for b in sorted_batches(split, batch_size)]
+    "ppl", "elbo", "kl_sentence", "documents", "sentences", "tokens"}. ``device``: the model's (its
+    RNG is seeded per batch and left as it was found)."""
     totals = {"nll": 0.0, "elbo": 0.0, "kl": 0.0, "sentences": 0, "tokens": 0, "documents": 0}
     by_position, counts = {}, {}
-    bar = progress_bar(total=n_docs, unit="doc", disable=not progress, desc="evaluating")
-    with forked_rng(torch.device("cpu")):
-        for i, positions_ in enumerate(b for b in batches if b):
+    bar = progress_bar(total=len(split), unit="doc", disable=not progress, desc="evaluating")
+    with forked_rng(device):
+        for i, positions_ in enumerate(sorted_batches(split, batch_size)):
             torch.manual_seed(seed * 1_000_003 + i)
             batch = gather_documents(split, positions_)
             log_p = positions(batch)
