@@ -21,6 +21,7 @@ from ..evaluation.latent_map import LatentMap
 from .trained import CHUNK, TrainedVAE
 
 MEAN_DRAWS = 64  # draws from q that estimate a document's posterior mean
+SENTENCES = 5  # the length of a document drawn from the chain where none is asked (a ROCStories story's)
 
 
 def as_document(document):
@@ -55,7 +56,7 @@ class TrainedChainVAE(TrainedVAE):
         mask = torch.ones(n, sentences, dtype=torch.bool, device=self.chain.device)
         return self.chain.prior(mask).rsample()
 
-    def sample_documents(self, n, sentences=5, **decoding):
+    def sample_documents(self, n, sentences=SENTENCES, **decoding):
         """n documents of ``sentences`` sentences: z_1..T from the chain, each z_t decoded.
         -> (z [n, T, Z], texts [n * T], document-major)."""
         if sentences < 1 or sentences > MAX_DOCUMENT:
@@ -63,7 +64,7 @@ class TrainedChainVAE(TrainedVAE):
         z = self.prior_draws(n, sentences)
         return z, self.decode(z.reshape(-1, self.z_dim), **decoding)
 
-    def iter_sample_documents(self, n, sentences=5, **decoding):
+    def iter_sample_documents(self, n, sentences=SENTENCES, **decoding):
         """sample_documents in pieces of at most CHUNK sentences: yields (first document's index, z, texts)."""
         per = max(CHUNK // sentences, 1)
         for start in range(0, n, per):
@@ -165,11 +166,11 @@ class TrainedChainVAE(TrainedVAE):
 
     def iter_homotopy(self, first=None, second=None, steps=5, from_prior=False, chunk=None, **decoding):
         """Documents on the line between two documents' posterior means z_1..T (T: the shorter's
-        length), or two chain draws: yields (t [T], z [T, Z], texts) per point."""
+        length), or two chain draws of SENTENCES sentences: yields (t [T], z [T, Z], texts) per point."""
         if steps < 2:
             raise SVAEError("--steps must be at least 2 (the two endpoints)")
         if from_prior:
-            ends = self.prior_draws(2, 5)
+            ends = self.prior_draws(2, SENTENCES)
         else:
             a, b = self.posterior_mean(first), self.posterior_mean(second)
             T = min(len(a), len(b))
