@@ -142,7 +142,7 @@ OPTIONS = [
            "trained on) or bleu (the greedy reconstruction BLEU of the fixed validation sample: an autoencoder's).",
            choices=('elbo', 'bleu')),
     Option('log', 'csv', 'Experiment log beside metrics.csv (always written): csv (that alone), tensorboard '
-           '(RUN/tensorboard) or mlflow (RUN/mlruns); each backend is an optional extra.', choices=BACKENDS,
+           '(RUN/tensorboard) or mlflow (RUN/mlflow.db, a SQLite store); each backend is an optional extra.', choices=BACKENDS,
            resumable=True),
     Option('seed', 0, 'Random seed (batches, initialization, sampling).', check=SEED),
     Option('device', 'auto', 'auto, cpu, cuda or cuda:N.', resumable=True),
