@@ -37,21 +37,24 @@ BASE = dict(z_dim=2, hidden=64, emb_dim=32, batch_size=32, lr=3e-3, dropout=0.0,
             kl_schedule="linear:0,300", free_bits=0.0, word_keep=0.5, max_steps=800, device="cpu")
 
 
-def write_corpus(folder, k, slots, seed=0, labeled=None):
+def write_corpus(folder, k, slots, seed=0, labeled=None, partition="template"):
     """train/valid/test (1,600 / 80 / 80 sentences) from the first k templates, each with ``slots``
     slot words of its own. -> the test sentences' templates. ``labeled`` (a fraction): lines
-    LABEL<TAB>sentence, the label kept on that first fraction of train and on valid and test."""
+    LABEL<TAB>sentence, the label kept on that first fraction of train and on valid and test. The
+    label is the template (``partition`` template) or, with ``cross``, (template + slot) mod k: as
+    balanced a partition of the k x slots sentences, each class holding several templates."""
     rng = random.Random(seed)
     os.makedirs(folder, exist_ok=True)
     labels = {}
     for split, n in (("train", 1600), ("valid", 80), ("test", 80)):
         lines, labels[split] = [], []
         for _ in range(n):
-            t = rng.randrange(k)
-            sentence = TEMPLATES[t].format(f"s{t}x{rng.randrange(slots)}")
+            t, slot = rng.randrange(k), rng.randrange(slots)
+            sentence = TEMPLATES[t].format(f"s{t}x{slot}")
             if labeled is not None:
                 keep = split != "train" or len(lines) < n * labeled
-                sentence = f"{t if keep else ''}\t{sentence}"
+                label = t if partition == "template" else (t + slot) % k
+                sentence = f"{label if keep else ''}\t{sentence}"
             lines.append(sentence)
             labels[split].append(t)
         with open(os.path.join(folder, f"{split}.txt"), "w") as f:
@@ -97,9 +100,12 @@ def main():
     parser.add_argument("--model", default="mixture", choices=["mixture", "class"],
                         help="mixture: --prior mixture:K; class: --prior class:K (M2), whose label causes x")
     parser.add_argument("--labeled", type=float, default=0.0, help="--model class: fraction of train labeled")
+    parser.add_argument("--partition", default="template", choices=["template", "cross"],
+                        help="--model class: the labels are the templates, or (template + slot) mod k")
     args = parser.parse_args()
     labeled = args.labeled if args.model == "class" else None
-    test_labels = write_corpus(os.path.join(args.out, "corpus"), args.k, args.slots, labeled=labeled)
+    test_labels = write_corpus(os.path.join(args.out, "corpus"), args.k, args.slots, labeled=labeled,
+                               partition=args.partition)
     options = {**BASE, **dict(parse_option(o) for o in args.option)}
     rows = []
     print(f"{args.k} templates x {args.slots} slot words; options {options}")

@@ -127,6 +127,33 @@ def test_free_bits_floor_the_kl_of_z_averaged_over_the_classes(m2):
     assert float(expected) > 0
 
 
+class Spread(torch.nn.Module):
+    """A classifier whose logits spread the batch's encoder summaries apart: 40 (h - mean h) W."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(dim, K, generator=torch.Generator().manual_seed(1)))
+
+    def forward(self, h):
+        return 40 * (h - h.mean(0)) @ self.w
+
+
+def test_the_class_information_reward_adds_w_times_the_corpus_times_i_of_x_and_y(m2):
+    # --class-info W: W * N_unlabeled * (H[mean_x q(y|x)] - mean_x H[q(y|x)]) over the unlabeled part only
+    batch = make_batch([[4, 5, 6], [7, 8], [9, 10, 11, 4], [5, 5]], labels=[1, -1, -1, -1])
+    sizes = {"labeled": 10, "unlabeled": 40}
+    m2.classifier = Spread(m2.encoder.out_dim)  # q(y|x) far from uniform, and different per sentence
+    pyro.set_rng_seed(3)
+    plain = LabeledELBO().differentiable_loss(m2.model, m2.guide, batch, sizes=sizes, beta=0.4)
+    pyro.set_rng_seed(3)
+    rewarded = LabeledELBO().differentiable_loss(m2.model, m2.guide, batch, sizes=sizes, beta=0.4, info=2.5)
+    p = m2.classifier(m2.encoder(batch.targets[1:], batch.lengths[1:])).softmax(-1)  # the unlabeled rows [3, K]
+    entropy = lambda q: -(q * q.log()).sum(-1)  # noqa: E731
+    information = entropy(p.mean(0)) - entropy(p).mean()
+    assert float(information) > 0.1
+    assert float(plain - rewarded) == pytest.approx(2.5 * 40 * float(information), rel=1e-5)
+
+
 def test_labeled_store_keeps_labels_and_their_names(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -274,6 +301,7 @@ def test_posterior_and_homotopy_move_between_the_classes(conditional_run, run_cl
     (["--prior", "class:2", "--guide", "hier-structured"], "a single-site guide"),
     (["--prior", "class:2", "--bow", "1"], "no --iw-particles, --pretrain-steps or --bow"),
     (["--prior", "class:2", "--select", "bleu"], "are for the sentence VAE"),
+    (["--class-info", "1"], "--class-info 1.0: the reward is on the classes of --prior class"),
 ])
 def test_bad_class_options_are_one_line_errors_before_any_work(corpus, tmp_path, run_cli, options, fragment):
     code, _, err = run_cli("train", "--data", str(corpus), "--out", str(tmp_path / "run"), "--max-steps", "1", *options)

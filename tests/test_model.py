@@ -377,3 +377,22 @@ def test_inputless_decoder_reads_no_word_in_scoring_or_decoding(batch):
         real = tokens != PAD  # up to and with </s>
         assert torch.equal(tokens[real], expected.argmax(-1)[real])
     assert not SentenceVAE(ModelConfig(vocab_size=12, emb_dim=5, hidden=6, z_dim=2, word_keep=0.5)).decoder.inputless
+
+
+@pytest.mark.parametrize("pool", ["max", "mean"])
+def test_a_pooled_encoder_summarizes_each_sentences_own_outputs_whatever_the_padding(pool):
+    from pyro_svae.models.networks import Encoder
+
+    torch.manual_seed(0)
+    encoder = Encoder(12, 5, 4, bidirectional=True, pool=pool).eval()
+    batch = make_batch([[4, 5, 6, 7, 4], [8, 9]])  # the second padded by 3
+    pooled = encoder(batch.targets, batch.lengths)
+    for row in range(2):
+        tokens = batch.targets[row : row + 1, : batch.lengths[row]]  # its words and </s>
+        states, _ = encoder.rnn(encoder.embed(tokens))  # [1, T, 2 x 4], one sentence, no padding
+        expected = states[0].amax(0) if pool == "max" else states[0].mean(0)
+        assert torch.allclose(pooled[row], expected, atol=1e-6)
+    assert pooled.shape == (2, 8)
+    # and the pooled summary is not the final states' (the default, "last")
+    encoder.pool = "last"
+    assert not torch.allclose(encoder(batch.targets, batch.lengths), pooled)

@@ -72,7 +72,7 @@ class LabeledVAE(nn.Module):
         self.decoder = Decoder(c.vocab_size, c.emb_dim, c.hidden, c.z_dim + classes, c.dec_layers, c.feed_z, c.tie,
                                c.dropout, c.skip, inputless=c.word_keep == 0)
         self.encoder = Encoder(c.vocab_size, c.emb_dim, c.enc_hidden or c.hidden, c.enc_layers, c.bidirectional,
-                               c.dropout)
+                               c.dropout, c.pool)
         self.classifier = nn.Sequential(nn.Linear(self.encoder.out_dim, self.encoder.out_dim), nn.Tanh(),
                                         nn.Linear(self.encoder.out_dim, classes))
         self.posterior = make_guide(c.guide, self.encoder.out_dim + classes, c.z_dim)
@@ -107,7 +107,7 @@ class LabeledVAE(nn.Module):
         return {name: r for name, r in rows.items() if len(r)}
 
     def model(self, batch=None, sizes=None, beta=1.0, word_keep=1.0, y=None, n=None, strategy=None, max_len=50,
-              **kwargs):
+              info=0.0, **kwargs):
         """p(x, y, z). With a batch, x is observed (and y where labeled); without, n sentences of
         class ``y`` (ids [n], or drawn from p(y)) are decoded with ``strategy``."""
         module("decoder", self.decoder)
@@ -133,6 +133,8 @@ class LabeledVAE(nn.Module):
                 if name == "labeled" and self.alpha > 0:  # Kingma's classification term
                     h = self.encoder(part.targets, part.lengths)
                     pyro.factor("classify", self.alpha * self.q_y(h).log_prob(labels))
+                if name == "unlabeled" and info > 0:  # summed over the plate: info x corpus x I(x; y)
+                    pyro.factor("class_information", info * self.information(part))
 
     def guide(self, batch, sizes=None, beta=1.0, **kwargs):
         """q(y | x) q(z | x, y): y enumerated where unknown, observed (not sampled) where labeled."""
@@ -149,6 +151,12 @@ class LabeledVAE(nn.Module):
                     y = pyro.sample(f"y_{name}", self.q_y(h), infer={"enumerate": "parallel"})
                 with poutine.scale(scale=max(beta, BETA_FLOOR)):
                     pyro.sample(f"z_{name}", self.q_z(h, y))
+
+    def information(self, part):
+        """I(x; y) under q over a batch, per sentence: H[mean_x q(y|x)] - H[q(y|x)] [B], whose mean
+        is the mutual information of x and q's y on the batch."""
+        probs = self.q_y(self.encoder(part.targets, part.lengths)).probs
+        return dist.Categorical(probs.mean(0)).entropy() - dist.Categorical(probs).entropy()
 
     # -- uses ---------------------------------------------------------------------------------
     def classify(self, batch):

@@ -4,16 +4,25 @@ import contextlib
 
 import torch
 import torch.nn as nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..data.tokenizers import BOS, PAD, UNK
 
 
-class Encoder(nn.Module):
-    """tokens [B, T] (w1..wn </s>) and lengths [B] -> summary h [B, out_dim]."""
+POOLS = ("last", "max", "mean")
 
-    def __init__(self, vocab_size, emb_dim, hidden, layers=1, bidirectional=False, dropout=0.0):
+
+class Encoder(nn.Module):
+    """tokens [B, T] (w1..wn </s>) and lengths [B] -> summary h [B, out_dim].
+
+    ``pool``: last (the final state of each direction), or max / mean over the top layer's outputs
+    at every real token (Long et al. 2019: a pooled summary sees every word, not only the last)."""
+
+    def __init__(self, vocab_size, emb_dim, hidden, layers=1, bidirectional=False, dropout=0.0, pool="last"):
         super().__init__()
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, not {pool!r}")
+        self.pool = pool
         self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD)
         self.rnn = nn.LSTM(emb_dim, hidden, layers, batch_first=True, bidirectional=bidirectional,
                            dropout=dropout if layers > 1 else 0.0)
@@ -24,9 +33,15 @@ class Encoder(nn.Module):
     def forward(self, tokens, lengths):
         x = self.drop(self.embed(tokens))
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)  # lengths on the host
-        _, (h, _) = self.rnn(packed)  # h: [layers * directions, B, H]
-        last = h[-self.directions :]  # the top layer, each direction
-        return last.transpose(0, 1).reshape(tokens.shape[0], self.out_dim)
+        outputs, (h, _) = self.rnn(packed)  # h: [layers * directions, B, H]
+        if self.pool == "last":
+            last = h[-self.directions :]  # the top layer, each direction
+            return last.transpose(0, 1).reshape(tokens.shape[0], self.out_dim)
+        states, _ = pad_packed_sequence(outputs, batch_first=True)  # [B, T', out_dim], zeros past each end
+        real = (torch.arange(states.shape[1]) < torch.as_tensor(lengths).cpu()[:, None]).to(states.device)
+        if self.pool == "max":
+            return states.masked_fill(~real[..., None], float("-inf")).amax(1)
+        return states.sum(1) / real.sum(1, keepdim=True).to(states.dtype)
 
 
 class Decoder(nn.Module):

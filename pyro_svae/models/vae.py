@@ -45,6 +45,7 @@ class ModelConfig:
     enc_layers: int = 1
     dec_layers: int = 1
     bidirectional: bool = False
+    pool: str = "last"  # the encoder's summary: last state, or max / mean over its outputs
     feed_z: bool = False
     tie: bool = False
     dropout: float = 0.0
@@ -126,7 +127,7 @@ class SentenceVAE(nn.Module):
         self.bow = nn.Linear(self.z_dim, c.vocab_size) if c.z_dim > 0 and c.bow > 0 else None
         if c.z_dim > 0:
             self.encoder = Encoder(c.vocab_size, c.emb_dim, c.enc_hidden or c.hidden, c.enc_layers,
-                                   c.bidirectional, c.dropout)
+                                   c.bidirectional, c.dropout, c.pool)
             if self.codes:
                 self.prior = CategoricalPrior(*self.codes)
                 self.posterior = CategoricalPosterior(self.encoder.out_dim, *self.codes)

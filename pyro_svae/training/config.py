@@ -13,6 +13,7 @@ from ..models.discrete import estimator, parse_mixture, parse_tau
 from ..models.guides import guide_class, make_guide
 from ..models.documents import DOCUMENT_GUIDES, is_chain_prior
 from ..models.labeled import is_class_prior, parse_classes
+from ..models.networks import POOLS
 from ..models.vae import ModelConfig
 from .logs import BACKENDS, check_backend
 from .rundir import BEST, read_config
@@ -91,6 +92,8 @@ OPTIONS = [
     Option('enc_layers', ModelConfig.enc_layers, 'Encoder LSTM layers.', check=AT_LEAST_1),
     Option('dec_layers', ModelConfig.dec_layers, 'Decoder LSTM layers.', check=AT_LEAST_1),
     Option('bidirectional', True, 'Bidirectional encoder.'),
+    Option('pool', ModelConfig.pool, "The encoder's summary of a sentence: last (the LSTM's final states) or max / mean over "
+           "its outputs at every word (Long et al. 2019).", choices=POOLS),
     Option('feed_z', True, 'Also feed z to the decoder at every step.'),
     Option('tie', ModelConfig.tie, "Tie the output layer to the decoder's embedding."),
     Option('dropout', 0.2, 'Dropout on embeddings and LSTM outputs.', check=FRACTION),
@@ -102,6 +105,9 @@ OPTIONS = [
            "document's sentence latents form a linear-Gaussian chain (--documents; a --guide doc-*)."),
     Option('alpha', 50.0, "--prior class: weight of the classification term alpha * log q(y|x) on each labeled "
            "sentence (Kingma's alpha).", check=(lambda v: v >= 0, ">= 0")),
+    Option('class_info', 0.0, "--prior class: weight W of a reward W * I(x; y) under q(y|x) on the unlabeled sentences "
+           "(the information their predicted classes carry), so that y is used before z learns what y could carry.",
+           check=(lambda v: v >= 0, ">= 0")),
     Option('latent', ModelConfig.latent, 'gaussian, or categorical:M,K: z is M categorical variables with K classes each (uniform '
            'prior; the code has M x K dimensions and --z-dim is not used).'),
     Option('discrete', ModelConfig.discrete, "How a discrete latent is trained: enum (the mixture's component summed out exactly by "
@@ -190,6 +196,8 @@ def check_config(c):
             if not ((not isinstance(value, float) or math.isfinite(value)) and allowed(value)):
                 raise SVAEError(f"{o.flag} {value}: must be {what}")
     check_backend(c.log)
+    if c.class_info > 0 and not is_class_prior(c.prior):
+        raise SVAEError(f"--class-info {c.class_info}: the reward is on the classes of --prior class")
     for name in ("init_decoder", "init_from"):
         run = getattr(c, name)
         if run and not os.path.isfile(os.path.join(run, BEST)):

@@ -70,7 +70,7 @@ class LabeledFamily(AnnealedFamily):
         return gather(split, positions).to(device)
 
     def step_kwargs(self, step, size):
-        return dict(sizes=self.sizes, beta=self.beta(step), word_keep=self.c.word_keep)
+        return dict(sizes=self.sizes, beta=self.beta(step), word_keep=self.c.word_keep, info=self.c.class_info)
 
     def samples(self, n=4):
         """A greedy sentence of each class in turn from z ~ p(z) (forked RNG): the logs' text."""
