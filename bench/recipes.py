@@ -36,6 +36,8 @@ RECIPES = {
     "li2019": ("li2019", {}, "best"),
     "fb1": ("default", dict(free_bits=1.0), "best"),
     "bowman-fb": ("bowman2015", dict(free_bits=1.0), "best"),
+    "pool-mean": ("default", dict(pool="mean"), "best"),  # the encoder's outputs averaged (Long et al. 2019)
+    "pool-max": ("default", dict(pool="max"), "best"),
 }
 COLUMNS = ("recipe", "steps", "nll", "nll_refined", "rec", "kl", "bleu", "content_kept", "exact", "sample_lm_nll")
 PRIOR_SAMPLES = 200
