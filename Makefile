@@ -12,14 +12,20 @@ B ?= i do n't think it 's a good idea
 
 setup: $(VENV)/.installed
 
-# torch first, pinned: it takes the local CPU wheel instead of pulling CUDA packages
+# torch first, pinned: it takes the local CPU wheel instead of pulling CUDA packages; the package
+# with its explorer (web) for the quick start, and the tests' extras (dev: mlflow, tensorboard,
+# selenium, ...) only for `make test`
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[web]"
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
-test: setup
+test: $(VENV)/.dev
 	$(PY) -m pytest
 
 data: data/ptb/ptb.train.txt
