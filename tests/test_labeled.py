@@ -352,4 +352,3 @@ def test_the_explorer_page_colours_by_label_and_samples_a_chosen_label(condition
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#sample-out li"))
         samples = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#sample-out li")]
         assert len(samples) == 5 and all(template_of(s) == 3 for s in samples), samples
-

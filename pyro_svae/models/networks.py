@@ -37,8 +37,8 @@ class Encoder(nn.Module):
         if self.pool == "last":
             last = h[-self.directions :]  # the top layer, each direction
             return last.transpose(0, 1).reshape(tokens.shape[0], self.out_dim)
-        states, _ = pad_packed_sequence(outputs, batch_first=True)  # [B, T', out_dim], zeros past each end
-        real = (torch.arange(states.shape[1]) < torch.as_tensor(lengths).cpu()[:, None]).to(states.device)
+        states, lengths = pad_packed_sequence(outputs, batch_first=True)  # [B, T', out_dim] (zeros past each end), [B]
+        real = (torch.arange(states.shape[1]) < lengths[:, None]).to(states.device)
         if self.pool == "max":
             return states.masked_fill(~real[..., None], float("-inf")).amax(1)
         return states.sum(1) / real.sum(1, keepdim=True).to(states.dtype)

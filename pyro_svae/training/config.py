@@ -104,10 +104,10 @@ OPTIONS = [
            'of x beside z (Kingma et al. 2014 M2; --labels tab: known where labeled, summed over where not); chain: a '
            "document's sentence latents form a linear-Gaussian chain (--documents; a --guide doc-*)."),
     Option('alpha', 50.0, "--prior class: weight of the classification term alpha * log q(y|x) on each labeled "
-           "sentence (Kingma's alpha).", check=(lambda v: v >= 0, ">= 0")),
+           "sentence (Kingma's alpha).", check=AT_LEAST_0),
     Option('class_info', 0.0, "--prior class: weight W of a reward W * I(x; y) under q(y|x) on the unlabeled sentences "
            "(the information their predicted classes carry), so that y is used before z learns what y could carry.",
-           check=(lambda v: v >= 0, ">= 0")),
+           check=AT_LEAST_0),
     Option('latent', ModelConfig.latent, 'gaussian, or categorical:M,K: z is M categorical variables with K classes each (uniform '
            'prior; the code has M x K dimensions and --z-dim is not used).'),
     Option('discrete', ModelConfig.discrete, "How a discrete latent is trained: enum (the mixture's component summed out exactly by "
