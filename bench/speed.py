@@ -32,7 +32,7 @@ from pyro_svae.data.corpus import batch_order, encode_sentences, gather, read_se
 from pyro_svae.models.decoding import Beam  # noqa: E402
 from pyro_svae.devices import cpu_name, resolve_device  # noqa: E402
 from pyro_svae.inference.objectives import ReparamELBO  # noqa: E402
-from pyro_svae.training.step import DeviceSVI, compile_networks  # noqa: E402
+from pyro_svae.training.step import DeviceSVI, TracedLoss, compile_networks  # noqa: E402
 from pyro_svae.evaluation.metrics import iw_log_likelihood  # noqa: E402
 from pyro_svae.models.likelihood import token_nll  # noqa: E402
 from pyro_svae.models.vae import ModelConfig, SentenceVAE  # noqa: E402
@@ -210,7 +210,10 @@ def measure(args):
     compile_networks(svae, args.compile)
     size, beta, keep = len(train), 0.5, 0.75
 
-    ours = DeviceSVI(svae.model, svae.guide, GlobalClipAdam(1e-3, 5.0), ReparamELBO())  # Trainer's step
+    elbo = ReparamELBO()
+    ours = DeviceSVI(svae.model, svae.guide, GlobalClipAdam(1e-3, 5.0), elbo)  # Trainer's step, eager
+    traced = DeviceSVI(svae.model, svae.guide, GlobalClipAdam(1e-3, 5.0), elbo,  # and with --compile step
+                       traced=TracedLoss(lambda b, **kw: elbo.differentiable_loss(svae.model, svae.guide, b, **kw), svae))
     stock_svi = SVI(svae.model, svae.guide, GlobalClipAdam(1e-3, 5.0), Trace_ELBO())
     naive_fn = lambda b, size, beta, word_keep: naive_model(svae, b, size, beta, word_keep)  # noqa: E731
     naive = SVI(naive_fn, svae.guide, GlobalClipAdam(1e-3, 5.0), Trace_ELBO())
@@ -218,6 +221,7 @@ def measure(args):
     plain = PlainStep(svae, 1e-3, 5.0)
     plain_ours = PlainStep(svae, 1e-3, 5.0, ours=True)
     variants = {"ours (train step)": lambda b: ours.step(b, size=size, beta=beta, word_keep=keep),
+                "ours, --compile step": lambda b: traced.step(b, size=size, beta=beta, word_keep=keep),
                 "plain, our likelihood": lambda b: plain_ours(b, size, beta, keep),
                 "plain PyTorch": lambda b: plain(b, size, beta, keep),
                 "Pyro SVI, Trace_ELBO": lambda b: stock_svi.step(b, size=size, beta=beta, word_keep=keep),

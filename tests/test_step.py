@@ -1,5 +1,6 @@
 """The training step's own machinery (#26): DeviceSVI against Pyro's stock SVI, registration only
-at the first step, the compiled decoder against the eager one, and no host read per step."""
+at the first step, the compiled decoder and the traced step against the eager one, and no host
+read per step."""
 
 import os
 import traceback
@@ -10,13 +11,15 @@ import torch
 import torch._dynamo
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 
+from pyro_svae.checkpoint import load_checkpoint
 from pyro_svae.data.corpus import make_batch
 from pyro_svae.inference.objectives import FreeBitsELBO, ReparamELBO
 from pyro_svae.models.vae import ModelConfig, SentenceVAE
 from pyro_svae.training import loop
 from pyro_svae.training.optim import GlobalClipAdam
 from pyro_svae.training.run import train
-from pyro_svae.training.step import DeviceSVI, compile_networks
+from pyro_svae.models.registration import known_params
+from pyro_svae.training.step import DeviceSVI, TracedLoss, compile_networks
 
 from conftest import quiet, tiny_config
 
@@ -145,3 +148,70 @@ def test_the_training_loop_reads_no_device_value_per_step(corpus, tmp_path, monk
                     str(tmp_path / "run"), log=quiet, progress=False)
     assert summary["step"] == 40 and len(summary["losses"]) == 40
     assert reads == ["tolist"] * 3  # steps 1, 20 and 40: 40 steps, 3 reads
+
+
+def test_traced_step_gives_the_eager_loss_gradients_and_random_stream():
+    # --compile step: each shape's step replayed from a TorchScript trace of the Pyro program is
+    # bitwise the eager step, on batches of one shape that the trace was not built on
+    torch.manual_seed(0)
+    pyro.clear_param_store()
+    svae = SentenceVAE(ModelConfig(vocab_size=12, emb_dim=5, hidden=6, z_dim=3, bow=0.5, dropout=0.2, skip=True)).train()
+    elbo = FreeBitsELBO(0.3)
+
+    def eager(batch, **kw):
+        return elbo.differentiable_loss(svae.model, svae.guide, batch, **kw)
+    traced = TracedLoss(eager, svae, warn=pytest.fail)
+    same_shape = [make_batch([[4, 5, 6, 7], [7, 8], [9, 10, 11]]), make_batch([[5, 5, 9], [6, 9, 4, 4], [8]]),
+                  make_batch([[11, 4, 4, 4], [8, 8, 8], [10, 6]])]
+
+    def loss_grads_rng(loss_fn, batch, beta):
+        svae.zero_grad(set_to_none=True)
+        loss = loss_fn(batch, size=50, beta=beta, word_keep=0.8)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in svae.parameters()], torch.get_rng_state()
+
+    with known_params():
+        for i, (b, beta) in enumerate(zip(same_shape * 2, (0.1, 0.2, 0.3, 0.4, 0.5, 0.6))):
+            torch.manual_seed(i)
+            loss, grads, rng = loss_grads_rng(traced.loss, b, beta)
+            torch.manual_seed(i)
+            want_loss, want_grads, want_rng = loss_grads_rng(eager, b, beta)
+            assert torch.equal(loss, want_loss) and torch.equal(rng, want_rng)
+            for g, w in zip(grads, want_grads):
+                assert torch.equal(g, w)
+    assert traced.usable and len(traced.traces) == 1 and not traced.unchecked  # one shape, traced, checked twice
+
+
+def test_a_trace_that_fixes_a_value_read_from_the_batch_is_caught_and_the_run_goes_on_eager():
+    # a loss that reads the batch on the host: the trace keeps the first batch's value, which the
+    # check at the second batch of that shape catches; that step and the rest are eager
+    torch.manual_seed(0)
+    svae = SentenceVAE(ModelConfig(vocab_size=12, emb_dim=5, hidden=6, z_dim=3)).train()
+    elbo = ReparamELBO()
+
+    def reads_the_host(batch, **kw):
+        return elbo.differentiable_loss(svae.model, svae.guide, batch, **kw) * float(batch.targets.sum())
+    warnings = []
+    traced = TracedLoss(reads_the_host, svae, warn=warnings.append)
+    first, second = make_batch([[4, 5, 6], [7, 8]]), make_batch([[9, 10, 11], [5, 6]])
+    with known_params():
+        traced.loss(first, size=50, beta=0.5, word_keep=1.0)
+        assert traced.usable  # built on this batch, and equal to the eager step on it
+        torch.manual_seed(3)
+        loss = traced.loss(second, size=50, beta=0.5, word_keep=1.0)
+        torch.manual_seed(3)
+        assert torch.equal(loss, reads_the_host(second, size=50, beta=0.5, word_keep=1.0))
+    assert not traced.usable and len(warnings) == 1 and "training continues eager" in warnings[0]
+
+
+@pytest.mark.parametrize("extra", [dict(free_bits=0.5, dropout=0.2, bow=0.5), dict(iw_particles=3), dict(model="lm")])
+def test_a_run_with_compile_step_equals_the_eager_run(corpus, tmp_path, extra):
+    runs = {}
+    for mode in ("off", "step"):
+        pyro.clear_param_store()
+        summary = train(tiny_config(corpus, max_steps=30, compile=mode, **extra), str(tmp_path / mode), log=quiet,
+                        progress=False)
+        runs[mode] = summary["losses"], load_checkpoint(str(tmp_path / mode / "checkpoint.pt"))["model"]
+    assert runs["step"][0] == runs["off"][0] and len(runs["off"][0]) == 30
+    for name, value in runs["off"][1].items():
+        assert torch.equal(runs["step"][1][name], value), name

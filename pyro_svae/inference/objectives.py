@@ -16,7 +16,7 @@ from pyro.poutine.util import site_is_subsample
 from ..models.discrete import OneHotCode
 from ..errors import SVAEError
 from .kl import kl_term
-from ..models.vae import BETA_FLOOR
+from ..models.vae import kl_weight
 
 
 def latent_sites(guide_trace):
@@ -101,6 +101,12 @@ def _kl(q, p, value):
     return kl_term(q, p, value)
 
 
+def scaled(weight, x):
+    """weight x x, for a Python float weight or a 0-d float64 tensor (a traced step's KL weight,
+    training/step.py): either way computed as Python computes the float, then cast to x's dtype."""
+    return x * (weight.to(x.dtype) if isinstance(weight, torch.Tensor) else weight)
+
+
 def floor_penalty(guide_trace, model_trace, free_bits):
     """The free-bits floor as a penalty on top of an ELBO: scale x batch x shortfall, where scale
     is the latent sites' (beta x corpus / batch). 0 without latent sites or floor."""
@@ -109,7 +115,7 @@ def floor_penalty(guide_trace, model_trace, free_bits):
         return 0.0
     site = guide_trace.nodes[sites[0]]
     _, shortfall = kl_floor(guide_trace, model_trace, free_bits)
-    return site["scale"] * site["value"].shape[0] * shortfall
+    return scaled(site["scale"] * site["value"].shape[0], shortfall)
 
 
 class OnDevice:
@@ -188,7 +194,7 @@ class FreeBitsELBO(OnDevice, TraceMeanField_ELBO):
             kl, shortfall = kl_floor(guide_trace, model_trace, self.free_bits)
             site = guide_trace.nodes[sites[0]]
             scale = site["scale"]  # beta * corpus / batch
-            elbo = elbo - scale * site["value"].shape[0] * (kl + shortfall)
+            elbo = elbo - scaled(scale * site["value"].shape[0], kl + shortfall)
         return -elbo.detach(), -elbo
 
 
@@ -268,7 +274,7 @@ class ImportanceWeightedELBO:
         loss = -bound.sum() * ((size or batch.size) / batch.size)
         if self.free_bits > 0 and latent_sites(guide_tr):
             _, shortfall = kl_floor(guide_tr, model_tr, self.free_bits)  # rows repeat each sentence K times
-            loss = loss + max(beta, BETA_FLOOR) * (size or batch.size) * shortfall
+            loss = loss + scaled(kl_weight(beta) * (size or batch.size), shortfall)
         return loss
 
     def loss_and_grads(self, model, guide, *args, **kwargs):

@@ -35,6 +35,12 @@ from ..data.tokenizers import PAD
 BETA_FLOOR = 1e-4  # poutine.scale rejects 0, so KL schedules start here
 
 
+def kl_weight(beta):
+    """The KL weight of the latent sites: beta, at least BETA_FLOOR. A tensor beta (a traced step,
+    training/step.py, whose caller applies the floor) is taken as it is, never read on the host."""
+    return beta if isinstance(beta, torch.Tensor) else max(beta, BETA_FLOOR)
+
+
 @dataclasses.dataclass
 class ModelConfig:
     vocab_size: int
@@ -158,7 +164,7 @@ class SentenceVAE(nn.Module):
             z = None
             if self.z_dim > 0:
                 module("prior", self.prior)
-                with poutine.scale(scale=max(beta, BETA_FLOOR)):
+                with poutine.scale(scale=kl_weight(beta)):
                     z = self.prior.sample(n, self.device, discrete, temperature)
             if batch is None:
                 return pyro.sample("x", Sentences(self.decoder, z, strategy=strategy, max_len=max_len,
@@ -185,7 +191,7 @@ class SentenceVAE(nn.Module):
         module("posterior", self.posterior)
         n = h.shape[0]
         with self._plate(n, size):
-            beta = max(beta, BETA_FLOOR)
+            beta = kl_weight(beta)
             with poutine.scale(scale=beta):
                 if widen != 1.0:
                     return pyro.sample("z", widened(self.posterior, h, widen))

@@ -77,6 +77,8 @@ class SentenceFamily(AnnealedFamily):
         self.module = self.svae = SentenceVAE(model_config({"train": dataclasses.asdict(c)}, len(tokenizer))).to(device)
         self.model, self.guide = self.svae.model, self.svae.guide
         self.discrete = self.svae.estimator or None
+        # --compile step: Gaussian latents (or none); a discrete site's estimators are not traced
+        self.traceable = not self.discrete
         self.tau = parse_tau(c.tau) if self.discrete == "concrete" else (lambda step: None)
         self.warned = False
 

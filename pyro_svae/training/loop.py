@@ -27,7 +27,7 @@ from .labeled import LabeledFamily
 from .logs import make_log
 from .optim import GlobalClipAdam
 from .rundir import BEST, CHECKPOINT, METRICS, append_metrics, read_config, restore_model
-from .step import DeviceSVI, compile_networks
+from .step import DeviceSVI, TracedLoss, compile_networks
 
 READ_EVERY = 20  # steps between host reads of the losses, token counts and (several processes) stop flags
 
@@ -81,7 +81,7 @@ class Trainer:
         self.optim = GlobalClipAdam(c.lr, c.clip_norm)
         loss = family.loss()
         # Pyro's ELBOs bring their own loss_and_grads; ours backpropagates without retaining the graph
-        self.svi = DeviceSVI(family.model, family.guide, self.optim, loss,
+        self.svi = DeviceSVI(family.model, family.guide, self.optim, loss, traced=self.traced_loss(loss),
                              loss_and_grads=getattr(loss, "loss_and_grads", None))
         self.batches_per_epoch = math.ceil(len(splits["train"]) / c.batch_size)
         self.total_steps = c.max_steps or (c.max_epochs * self.batches_per_epoch) or None
@@ -91,6 +91,15 @@ class Trainer:
         self.pos = Position(lr=c.lr)
         self.experiment_log = make_log(c.log, out_dir) if self.world.main else None
         self.logged_config = False
+
+    def traced_loss(self, loss):
+        """``--compile step``: a TracedLoss of the family's differentiable loss where the family
+        allows it (``traceable``) and the step runs in float32; else None (eager steps)."""
+        if self.c.compile != "step" or self.c.amp != "off" or not getattr(self.family, "traceable", False):
+            return None
+        differentiable = getattr(loss, "differentiable_loss", loss)
+        model, guide = self.family.model, self.family.guide
+        return TracedLoss(lambda batch, **kw: differentiable(model, guide, batch, **kw), self.family.module, self.log)
 
     # -- checkpoints ------------------------------------------------------------------------
     def state(self):
