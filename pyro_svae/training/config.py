@@ -154,9 +154,9 @@ OPTIONS = [
     Option('device', 'auto', 'auto, cpu, cuda or cuda:N.', resumable=True),
     Option('amp', 'off', 'bf16: mixed precision (autocast) for the training step: CUDA tensor cores, or AMX on recent '
            'Xeons (1.7-2x faster at 650 units); off: float32.', choices=('off', 'bf16'), resumable=True),
-    Option('compile', 'off', 'step: replay each batch shape\'s step (guide, model, ELBO) as a TorchScript trace, '
-           'bitwise the eager step, without Pyro\'s per-step Python (the sentence VAE and LM, float32); decoder: '
-           'torch.compile the decoder (dynamic shapes; a part that does not compile runs eager); off: eager. '
+    Option('compile', 'step', 'step: replay each batch shape\'s step (guide, model, ELBO) from a TorchScript trace, '
+           'bitwise the eager step, without Pyro\'s per-step Python (the sentence VAE and LM in float32; other models, '
+           'and a step found to differ, run eager); decoder: torch.compile the decoder (dynamic shapes); off: eager. '
            'docs/performance.md has the measurements.',
            choices=('off', 'step', 'decoder'), resumable=True),
 ]
