@@ -146,11 +146,12 @@ def test_the_training_loop_reads_no_device_value_per_step(corpus, tmp_path, monk
             counting[0] = False
     monkeypatch.setattr(loop.Trainer, "evaluate", evaluate)
     monkeypatch.setattr(loop.Trainer, "run", run)
-    summary = train(tiny_config(corpus, max_steps=2 * loop.READ_EVERY, eval_every=1000, free_bits=0.5, bow=0.5),
+    summary = train(tiny_config(corpus, max_steps=2 * loop.READ_EVERY, eval_every=1000, free_bits=0.5, bow=0.5,
+                                compile="step"),
                     str(tmp_path / "run"), log=quiet, progress=False)
     assert summary["step"] == 40 and len(summary["losses"]) == 40
     assert reads == ["tolist"] * 3  # steps 1, 20 and 40: 40 steps, 3 reads
-    assert tracing  # the steps were traced (train's default, --compile step), and replayed without a read
+    assert tracing  # the steps were traced (--compile step), and replayed without a read
 
 
 def test_traced_step_gives_the_eager_loss_gradients_and_random_stream():

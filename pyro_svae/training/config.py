@@ -154,11 +154,12 @@ OPTIONS = [
     Option('device', 'auto', 'auto, cpu, cuda or cuda:N.', resumable=True),
     Option('amp', 'off', 'bf16: mixed precision (autocast) for the training step: CUDA tensor cores, or AMX on recent '
            'Xeons (1.7-2x faster at 650 units); off: float32.', choices=('off', 'bf16'), resumable=True),
-    Option('compile', 'step', 'step: replay each batch shape\'s step (guide, model, ELBO) from a TorchScript trace, '
+    Option('compile', 'auto', 'step: replay each batch shape\'s step (guide, model, ELBO) from a TorchScript trace, '
            'bitwise the eager step, without Pyro\'s per-step Python (the sentence VAE and LM in float32; other models, '
-           'and a step found to differ, run eager); decoder: torch.compile the decoder (dynamic shapes); off: eager. '
-           'docs/performance.md has the measurements.',
-           choices=('off', 'step', 'decoder'), resumable=True),
+           'and a step found to differ, run eager); auto: step on CUDA, where a step is mostly Python, off on the CPU, '
+           'where tracing each shape costs more than it saves at Bowman\'s size; decoder: torch.compile the decoder; '
+           'off: eager. docs/performance.md has the measurements.',
+           choices=('auto', 'off', 'step', 'decoder'), resumable=True),
 ]
 OPTION = {o.name: o for o in OPTIONS}
 RESUMABLE = {o.name for o in OPTIONS if o.resumable}

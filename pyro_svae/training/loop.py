@@ -93,9 +93,12 @@ class Trainer:
         self.logged_config = False
 
     def traced_loss(self, loss):
-        """``--compile step``: a TracedLoss of the family's differentiable loss where the family
-        allows it (``traceable``) and the step runs in float32; else None (eager steps)."""
-        if self.c.compile != "step" or self.c.amp != "off" or not getattr(self.family, "traceable", False):
+        """``--compile step`` (``auto``: on CUDA): a TracedLoss of the family's differentiable loss
+        where the family allows it (``traceable``) and the step runs in float32; else None (eager)."""
+        mode = self.c.compile
+        if mode == "auto":
+            mode = "step" if self.device.type == "cuda" else "off"
+        if mode != "step" or self.c.amp != "off" or not getattr(self.family, "traceable", False):
             return None
         differentiable = getattr(loss, "differentiable_loss", loss)
         model, guide = self.family.model, self.family.guide
