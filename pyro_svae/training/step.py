@@ -88,8 +88,9 @@ class TracedLoss:
     A trace fixes whatever Python computed from the batch it was built on; so the first two batches
     of each shape (the one it was built on, and another) are also run eagerly, as an eager run
     would (float keywords as floats), from the same RNG state; any difference in the loss or the
-    random stream turns tracing off for the rest of the run (``usable``), with one ``warn``. ``elbo(batch, **kwargs)``: the eager
-    differentiable loss; ``networks``: the module holding every parameter it trains."""
+    random stream turns tracing off for the rest of the run (``usable``), with one ``warn``.
+    ``elbo(batch, **kwargs)``: the eager differentiable loss; ``networks``: the module holding every
+    parameter it trains."""
 
     DYNAMIC = ("beta",)  # float keywords passed as tensors: the KL weight changes every step
 
