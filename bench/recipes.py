@@ -38,6 +38,14 @@ RECIPES = {
     "bowman-fb": ("bowman2015", dict(free_bits=1.0), "best"),
     "pool-mean": ("default", dict(pool="mean"), "best"),  # the encoder's outputs averaged (Long et al. 2019)
     "pool-max": ("default", dict(pool="max"), "best"),
+    # trained on the 5-sample importance-weighted bound (Burda et al. 2016): a tighter objective, and an
+    # encoder trained as a proposal rather than as a posterior
+    "iw5": ("default", dict(iw_particles=5), "best"),
+    "fb1-iw5": ("default", dict(free_bits=1.0, iw_particles=5), "best"),
+    # the learning rate halved at each validation without a better score (the default stops after 4)
+    "decay": ("default", dict(lr_decay=0.5), "best"),
+    "fb1-decay": ("default", dict(free_bits=1.0, lr_decay=0.5), "best"),
+    "lm-decay": ("default", dict(model="lm", lr_decay=0.5), "best"),
 }
 COLUMNS = ("recipe", "steps", "nll", "nll_refined", "rec", "kl", "bleu", "content_kept", "exact", "sample_lm_nll")
 PRIOR_SAMPLES = 200
