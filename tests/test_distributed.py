@@ -134,3 +134,17 @@ def test_two_process_chain_model_resumes_exactly(tmp_path):
     a, b = model(tmp_path / "a"), model(tmp_path / "b")
     assert "combiner.loc.weight" in a and all(torch.equal(a[k], b[k]) for k in a)  # bit for bit
     assert [r["step"] for r in metrics(tmp_path / "a")] == ["4", "8"]
+
+
+def test_a_torchrun_worker_ends_with_its_commands_exit_code_and_its_output_flushed(tmp_path):
+    # workers of several processes skip the interpreter's teardown (os._exit): piped output must
+    # still arrive, and the exit status must be the command's
+    env = {**os.environ, "RANK": "1", "WORLD_SIZE": "2", "PYTHONPATH": ROOT}
+    run = lambda *a: subprocess.run([sys.executable, os.path.join(ROOT, "cli.py"), *a], env=env,  # noqa: E731
+                                    capture_output=True, text=True, timeout=120)
+    ok = run("--version")
+    assert ok.returncode == 0 and "version" in ok.stdout, ok
+    bad = run("sample", str(tmp_path / "missing"), "-n", "1")
+    assert bad.returncode == 1 and bad.stderr.startswith("error: [process 1] "), bad
+    usage = run("sample", "--no-such-option")
+    assert usage.returncode == 2 and "error:" in usage.stderr, usage

@@ -26,7 +26,27 @@ for command in (train.train, train.prepare, decode.sample, decode.reconstruct, d
 
 
 def main(argv=None):
-    """Entry point: runs the CLI and turns bad input into a one-line error with exit status 1 or 2."""
+    """Entry point: runs the CLI and turns bad input into a one-line error with exit status 1 or 2.
+
+    A ``torchrun`` worker of several processes ends with ``os._exit`` once its output is flushed
+    (the run's files are closed by then): in the interpreter's teardown, gloo's threads can abort
+    the process ("terminate called without an active exception") after its work is done, which
+    torchrun would report as a failed run."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return _main(argv)
+    try:
+        _main(argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if not isinstance(e.code, (int, type(None))):
+            print(e.code, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _main(argv):
     try:
         cli.main(args=argv, prog_name="pyro-svae", standalone_mode=False)
     except SVAEError as e:
