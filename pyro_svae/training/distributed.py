@@ -94,12 +94,17 @@ def launched():
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def several_processes():
+    """True inside a torchrun worker of a run with more than one process."""
+    return launched() and int(os.environ["WORLD_SIZE"]) > 1
+
+
 def join(device):
     """Join the process group that torchrun set up (a no-op outside torchrun). ``device``: the
     requested device ('auto', 'cpu', 'cuda', ...). -> (World, the device this process uses)."""
     from ..devices import resolve_device
 
-    if not launched() or int(os.environ["WORLD_SIZE"]) == 1:
+    if not several_processes():
         return World(), resolve_device(device)
     world = World(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
     resolved = resolve_device(device)

@@ -9,6 +9,7 @@ import sys
 import click
 
 from ...errors import SVAEError
+from ...training.distributed import several_processes
 from . import analyze, classes, decode, documents, serve, share, train
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -32,7 +33,7 @@ def main(argv=None):
     (the run's files are closed by then): in the interpreter's teardown, gloo's threads can abort
     the process ("terminate called without an active exception") after its work is done, which
     torchrun would report as a failed run."""
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) < 2:
+    if not several_processes():
         return _main(argv)
     try:
         _main(argv)
