@@ -48,6 +48,11 @@ RECIPES = {
     "decay": ("default", dict(lr_decay=0.5), "best"),
     "fb1-decay": ("default", dict(free_bits=1.0, lr_decay=0.5), "best"),
     "lm-decay": ("default", dict(model="lm", lr_decay=0.5), "best"),
+    # z also read past the LSTM: a learned linear term in the logits at every step (Dieng et al. 2019),
+    # alone and with the bag-of-words term (Zhao et al. 2017), at the default floor and at a 32-nat one
+    "skip": ("default", dict(skip=True), "best"),
+    "skip-bow": ("default", dict(skip=True, bow=1.0), "best"),
+    "fb1-skip-bow": ("default", dict(skip=True, bow=1.0, free_bits=1.0), "best"),
 }
 COLUMNS = ("recipe", "steps", "nll", "nll_refined", "rec", "kl", "bleu", "content_kept", "exact", "sample_lm_nll")
 PRIOR_SAMPLES = 200
