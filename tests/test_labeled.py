@@ -24,7 +24,7 @@ from pyro_svae.training.run import train
 from conftest import quiet
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
-from templates import TEMPLATES  # noqa: E402
+from templates import TEMPLATES, nmi  # noqa: E402
 
 K = 3
 
@@ -47,10 +47,19 @@ def normal(z):
     return (-0.5 * z ** 2 - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
+def bag(m, batch, z, y):
+    """bow * sum_t log softmax(W [z, onehot(y)])[x_t] [B], by hand; 0 outside training or without the term."""
+    if m.bow is None or not m.training:
+        return 0.0
+    log_p = m.bow(torch.cat([z, F.one_hot(y, K).float()], -1)).log_softmax(-1)
+    return m.config.bow * torch.stack([log_p[i, batch.targets[i, :n]].sum() for i, n in enumerate(batch.lengths.tolist())])
+
+
 def hand_elbo(m, batch, sizes, beta):
     """The ELBO of ``batch`` by hand, drawing z in the guide's order (labeled part, then the
     unlabeled part's draws for every class): labeled sentences give ELBO(x | y) + alpha log q(y|x),
-    unlabeled ones sum_y q(y|x) [ELBO(x | y) - log q(y|x)], each part times its corpus / batch."""
+    unlabeled ones sum_y q(y|x) [ELBO(x | y) - log q(y|x)], each part times its corpus / batch.
+    A model in training with bow > 0 adds its bag-of-words term to ELBO(x | y)."""
     total = 0.0
     for part, rows in (("labeled", batch.labels >= 0), ("unlabeled", batch.labels < 0)):
         rows = rows.nonzero().flatten()
@@ -64,13 +73,13 @@ def hand_elbo(m, batch, sizes, beta):
             q = m.q_z(h, b.labels)
             z = q.rsample()
             elbo = (log_likelihood(m, b, z, b.labels) + beta * (normal(z) - q.log_prob(z)) + math.log(1 / K)
-                    + m.alpha * log_q_y.gather(1, b.labels.unsqueeze(1)).squeeze(1))
+                    + m.alpha * log_q_y.gather(1, b.labels.unsqueeze(1)).squeeze(1) + bag(m, b, z, b.labels))
         else:
             ys = torch.arange(K).view(K, 1).expand(K, b.size)
             q = m.q_z(h, ys)  # batch [K, B]
             z = q.rsample()
             given = torch.stack([log_likelihood(m, b, z[k], ys[k]) + beta * (normal(z[k]) - q.log_prob(z)[k])
-                                 + math.log(1 / K) for k in range(K)])  # [K, B]
+                                 + math.log(1 / K) + bag(m, b, z[k], ys[k]) for k in range(K)])  # [K, B]
             elbo = (log_q_y.exp().T * (given - log_q_y.T)).sum(0)
         total = total + scale * elbo.sum()
     return total
@@ -88,6 +97,24 @@ def test_enumerated_elbo_equals_the_hand_sum_over_classes(m2, labels, sizes):
     pyro.set_rng_seed(3)
     expected = -hand_elbo(m2, batch, {"labeled": 0, "unlabeled": 0, **sizes}, beta=0.4)
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_the_bag_of_words_term_is_summed_over_the_classes_in_training_only():
+    # each class's code [z_y, onehot(y)] predicts the words: sum_y q(y|x) bow * BoW(x | z_y, y) for
+    # an unlabeled sentence, bow * BoW(x | z, y) for a labeled one; evaluation leaves it out
+    torch.manual_seed(0)
+    pyro.clear_param_store()
+    m = LabeledVAE(ModelConfig(vocab_size=12, emb_dim=5, hidden=6, z_dim=3, bow=1.5), classes=K, alpha=0.7)
+    batch = make_batch([[4, 5, 6], [7, 8], [9, 10, 11, 4]], labels=[1, -1, -1])
+    sizes = {"labeled": 10, "unlabeled": 40}
+    losses = {}
+    for mode in ("train", "eval"):
+        getattr(m, mode)()
+        pyro.set_rng_seed(3)
+        losses[mode] = LabeledELBO().differentiable_loss(m.model, m.guide, batch, sizes=sizes, beta=0.4)
+        pyro.set_rng_seed(3)
+        assert float(losses[mode]) == pytest.approx(float(-hand_elbo(m, batch, sizes, beta=0.4)), rel=1e-5)
+    assert float(losses["train"]) > float(losses["eval"]) + 10  # the term's log-probabilities are negative
 
 
 @pytest.mark.parametrize("guide", ["lowrank:2", "fullrank", "iaf:1", "delta"])
@@ -231,6 +258,58 @@ def test_one_percent_of_labels_teach_the_classifier_every_template(m2_runs):
         assert accuracy >= 0.95, (run, accuracy)
 
 
+def test_em_on_a_mixture_of_unigrams_finds_the_word_clusters_and_keeps_the_known_labels():
+    from pyro_svae.inference.unigrams import bag_counts, fit
+
+    # two clusters of words ({4, 5, 6} and {7, 8, 9}), each sentence drawn from one
+    rng = random.Random(0)
+    cluster = [rng.randrange(2) for _ in range(60)]
+    tokens = torch.tensor([[rng.choice([4, 5, 6] if c == 0 else [7, 8, 9]) for _ in range(5)] + [3, 0]
+                           for c in cluster])
+    counts = bag_counts(tokens, 10)
+    assert counts.to_dense()[0].sum() == 5 and counts.to_dense()[:, :4].sum() == 0  # </s> and padding left out
+    r, ll = fit(counts, 2, seed=0)
+    found = r.argmax(-1).tolist()
+    assert found == cluster or found == [1 - c for c in cluster]
+    assert r.max(-1).values.min() > 0.99
+    # with class ids known for two sentences, the classes take those ids, and the known rows stay one-hot
+    labels = torch.full((60,), -1)
+    labels[0], labels[1] = 1 - cluster[0], 1 - cluster[1]  # against the word clusters' natural order
+    r, _ = fit(counts, 2, labels, seed=0)
+    assert r[0, 1 - cluster[0]] == 1.0 and r[1, 1 - cluster[1]] == 1.0
+    assert r.argmax(-1).tolist() == [1 - c for c in cluster]
+    # the log-likelihood per sentence: two equally likely classes of three equally likely words
+    assert ll == pytest.approx(5 * math.log(1 / 3) + math.log(1 / 2), abs=0.05)
+
+
+@pytest.fixture(scope="module")
+def unsupervised_runs(tmp_path_factory):
+    """M2 without any label (class:4) on the template corpus, q(y|x) started by --class-init and the
+    KL weight 1 from the start (annealed, z is free early and q(y|x) drifts to uniform); 4 seeds."""
+    root = tmp_path_factory.mktemp("m2-unsupervised")
+    data = template_corpus(str(root / "corpus"), labeled=0.0)
+    runs = []
+    for seed in range(4):
+        pyro.clear_param_store()
+        run = str(root / f"run{seed}")
+        options = {**M2, "prior": "class:4", "class_init": 200, "kl_schedule": "constant:1"}
+        train(TrainConfig(data=data, seed=seed, **options), run, log=quiet, progress=False)
+        runs.append(run)
+    return runs
+
+
+def test_the_unlabeled_m2_started_from_word_clusters_recovers_the_templates(unsupervised_runs):
+    import pyro_svae
+
+    scores = []
+    for run in unsupervised_runs:
+        vae = pyro_svae.load(run, device="cpu")
+        sentences = [line.partition("\t")[2] for line in open(os.path.join(run, "..", "corpus", "test.txt"))]
+        truth = [template_of(s.strip()) for s in sentences]
+        scores.append(nmi(vae.classify([s.strip() for s in sentences]).argmax(1).tolist(), truth))
+    assert sum(s >= 0.9 for s in scores) >= 3, scores
+
+
 @pytest.fixture(scope="module")
 def conditional_run(tmp_path_factory):
     """A class-conditional toy: every training sentence labeled with its template."""
@@ -299,9 +378,10 @@ def test_posterior_and_homotopy_move_between_the_classes(conditional_run, run_cl
     (["--prior", "class"], "the corpus has no labels; give --labels tab"),
     (["--prior", "class:1"], "K must be an integer of at least 2"),
     (["--prior", "class:2", "--guide", "hier-structured"], "a single-site guide"),
-    (["--prior", "class:2", "--bow", "1"], "no --iw-particles, --pretrain-steps or --bow"),
+    (["--prior", "class:2", "--pretrain-steps", "10"], "no --iw-particles or --pretrain-steps"),
     (["--prior", "class:2", "--select", "bleu"], "are for the sentence VAE"),
     (["--class-info", "1"], "--class-info 1.0: the reward is on the classes of --prior class"),
+    (["--class-init", "10"], "--class-init 10: it starts the classes of --prior class"),
 ])
 def test_bad_class_options_are_one_line_errors_before_any_work(corpus, tmp_path, run_cli, options, fragment):
     code, _, err = run_cli("train", "--data", str(corpus), "--out", str(tmp_path / "run"), "--max-steps", "1", *options)

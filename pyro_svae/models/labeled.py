@@ -2,6 +2,8 @@
 
     model:  y ~ Cat(1/K),  z ~ N(0, I) (scaled by beta),  x ~ p(x | z, y)
             the decoder reads [z, onehot(y)] (its initial state and, with feed_z, every step)
+            with bow > 0, training adds bow * sum_t log softmax(W [z, onehot(y)])[x_t]: a
+            bag-of-words prediction of x from its code, by which each class has its own words
     guide:  y ~ q(y | x)     a classifier on the encoder's summary h
             z ~ q(z | x, y)  a single-site head (--guide: diag, lowrank, fullrank, iaf, delta) on [h, onehot(y)]
 
@@ -26,7 +28,7 @@ from .guides import SingleSite, make_guide
 from .likelihood import Sentences
 from .networks import Decoder, Encoder, word_dropout
 from .registration import module
-from .vae import BETA_FLOOR, corpus_plate
+from .vae import BETA_FLOOR, bag_of_words, corpus_plate
 
 PARTS = ("labeled", "unlabeled")
 
@@ -76,6 +78,7 @@ class LabeledVAE(nn.Module):
         self.classifier = nn.Sequential(nn.Linear(self.encoder.out_dim, self.encoder.out_dim), nn.Tanh(),
                                         nn.Linear(self.encoder.out_dim, classes))
         self.posterior = make_guide(c.guide, self.encoder.out_dim + classes, c.z_dim)
+        self.bow = nn.Linear(c.z_dim + classes, c.vocab_size) if c.bow > 0 else None
         if not isinstance(self.posterior, SingleSite):
             raise SVAEError(f"--prior class: q(z | x, y) is a single-site guide (diag, lowrank, fullrank, iaf, delta), "
                             f"not {c.guide!r}")
@@ -128,8 +131,12 @@ class LabeledVAE(nn.Module):
                 with poutine.scale(scale=max(beta, BETA_FLOOR)):
                     z = pyro.sample(f"z_{name}",
                                     dist.Normal(torch.zeros(part.size, self.z_dim, device=self.device), 1.0).to_event(1))
+                code = self.code(z, y)
+                if self.training and self.bow is not None:  # [..., B]: one value per enumerated class
+                    module("bow", self.bow)
+                    pyro.factor(f"bow_{name}", self.config.bow * bag_of_words(self.bow(code), part.targets))
                 inputs = word_dropout(part.inputs, word_keep) if self.training else part.inputs
-                pyro.sample(f"x_{name}", Sentences(self.decoder, self.code(z, y), inputs=inputs), obs=part.targets)
+                pyro.sample(f"x_{name}", Sentences(self.decoder, code, inputs=inputs), obs=part.targets)
                 if name == "labeled" and self.alpha > 0:  # Kingma's classification term
                     h = self.encoder(part.targets, part.lengths)
                     pyro.factor("classify", self.alpha * self.q_y(h).log_prob(labels))

@@ -104,8 +104,10 @@ class HierarchicalPrior(nn.Module):
 
 
 def bag_of_words(logits, targets):
-    """logits [N, V] (from z), targets [N, T] -> sum_t log softmax(logits)[x_t] over real tokens [N]."""
-    log_p = logits.log_softmax(-1).gather(1, targets)
+    """logits [..., N, V] (from z; enumerated dims on the left), targets [N, T] -> sum_t
+    log softmax(logits)[x_t] over real tokens [..., N]."""
+    log_p = logits.log_softmax(-1)
+    log_p = log_p.gather(-1, targets.expand(*log_p.shape[:-1], targets.shape[-1]))
     return log_p.masked_fill(targets == PAD, 0.0).sum(-1)
 
 

@@ -108,6 +108,9 @@ OPTIONS = [
     Option('class_info', 0.0, "--prior class: weight W of a reward W * I(x; y) under q(y|x) on the unlabeled sentences "
            "(the information their predicted classes carry), so that y is used before z learns what y could carry.",
            check=AT_LEAST_0),
+    Option('class_init', 0, "--prior class: before training, fit a mixture of unigrams to the train sentences by EM "
+           "(Nigam et al. 2000; known labels clamped, the best of 10 restarts) and train q(y|x) on its classes for N "
+           "steps, so that the classes start as clusters of words (0: a random start).", check=AT_LEAST_0),
     Option('latent', ModelConfig.latent, 'gaussian, or categorical:M,K: z is M categorical variables with K classes each (uniform '
            'prior; the code has M x K dimensions and --z-dim is not used).'),
     Option('discrete', ModelConfig.discrete, "How a discrete latent is trained: enum (the mixture's component summed out exactly by "
@@ -201,6 +204,8 @@ def check_config(c):
     check_backend(c.log)
     if c.class_info > 0 and not is_class_prior(c.prior):
         raise SVAEError(f"--class-info {c.class_info}: the reward is on the classes of --prior class")
+    if c.class_init and not is_class_prior(c.prior):
+        raise SVAEError(f"--class-init {c.class_init}: it starts the classes of --prior class")
     for name in ("init_decoder", "init_from"):
         run = getattr(c, name)
         if run and not os.path.isfile(os.path.join(run, BEST)):
@@ -246,8 +251,8 @@ def _check_latent(c):
                             "or the number of classes for an unlabeled corpus, class:K")
         if guide_class(c.guide).prior != "standard" or c.latent != "gaussian":
             raise SVAEError(f"--prior class: q(z | x, y) is a single-site guide over a Gaussian z, not {c.guide!r}")
-        if c.iw_particles > 1 or c.pretrain_steps or c.bow > 0:
-            raise SVAEError("--prior class trains on its enumerated ELBO: no --iw-particles, --pretrain-steps or --bow")
+        if c.iw_particles > 1 or c.pretrain_steps:
+            raise SVAEError("--prior class trains on its enumerated ELBO: no --iw-particles or --pretrain-steps")
         if c.init_decoder or c.init_from or c.select == "bleu":
             raise SVAEError("--prior class: --init-decoder, --init-from and --select bleu are for the sentence VAE")
         return

@@ -11,10 +11,13 @@ from pyro.distributions.kl import kl_divergence
 from ..data.corpus import gather, sorted_batches
 from ..devices import forked_rng
 from ..inference.objectives import EnumELBO
+from ..inference.unigrams import bag_counts, fit
 from ..models.decoding import Greedy
 from ..models.labeled import PARTS, LabeledVAE, label_names, parse_classes
 from .family import AnnealedFamily
 from .rundir import model_config
+
+CLASS_INIT_SENTENCES = 20_000  # the sample of train sentences that the mixture of unigrams is fitted on
 
 
 class LabeledELBO(EnumELBO):
@@ -57,7 +60,7 @@ class LabeledFamily(AnnealedFamily):
                                              classes, c.alpha).to(device)
         self.labels = label_names(names, classes)
         self.model, self.guide = self.svae.model, self.svae.guide
-        self.sizes = None
+        self.sizes, self.train_split = None, None
 
     def loss(self):
         return LabeledELBO(self.c.free_bits)
@@ -67,7 +70,40 @@ class LabeledFamily(AnnealedFamily):
             labels = getattr(split, "labels", None)
             labeled = int((labels >= 0).sum()) if labels is not None else 0
             self.sizes = {"labeled": labeled, "unlabeled": len(split) - labeled}
+            self.train_split = split
         return gather(split, positions).to(device)
+
+    def before_step(self, step, optim, log):
+        if step == 0 and self.c.class_init:
+            accuracy = self.initialize_classes()
+            log(f"q(y|x) trained {self.c.class_init} steps on a mixture of unigrams (agrees on {accuracy:.1%})")
+
+    def initialize_classes(self):
+        """--class-init N: fit a mixture of unigrams by EM (known labels clamped) on a sample of the
+        train split, then train the encoder and q(y | x) for N steps on its responsibilities
+        (cross-entropy). -> the share of the sample whose argmax q(y | x) agrees with argmax r."""
+        split, c, svae = self.train_split, self.c, self.svae
+        generator = torch.Generator().manual_seed(c.seed)
+        positions = torch.randperm(len(split), generator=generator)[:CLASS_INIT_SENTENCES].sort().values
+        sample = gather(split, positions)
+        r, _ = fit(bag_counts(sample.targets, len(self.tokenizer)), svae.classes, sample.labels, seed=c.seed)
+        params = list(svae.encoder.parameters()) + list(svae.classifier.parameters())
+        adam = torch.optim.Adam(params, lr=c.lr)
+        for _ in range(c.class_init):
+            rows = torch.randint(len(positions), (min(c.batch_size, len(positions)),), generator=generator)
+            batch = sample.select(rows).to(svae.device)
+            log_q = svae.classifier(svae.encoder(batch.targets, batch.lengths)).log_softmax(-1)
+            loss = -(r[rows].to(log_q.device) * log_q).sum(-1).mean()
+            adam.zero_grad()
+            loss.backward()
+            adam.step()
+        with torch.no_grad():
+            was_training = svae.training
+            svae.eval()
+            guess = torch.cat([svae.classify(sample.select(torch.tensor(chunk)).to(svae.device)).argmax(-1).cpu()
+                               for chunk in torch.arange(len(positions)).split(256)])
+            svae.train(was_training)
+        return float((guess == r.argmax(-1)).float().mean())
 
     def step_kwargs(self, step, size):
         return dict(sizes=self.sizes, beta=self.beta(step), word_keep=self.c.word_keep, info=self.c.class_info)
