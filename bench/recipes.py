@@ -53,6 +53,8 @@ RECIPES = {
     "skip": ("default", dict(skip=True), "best"),
     "skip-bow": ("default", dict(skip=True, bow=1.0), "best"),
     "fb1-skip-bow": ("default", dict(skip=True, bow=1.0, free_bits=1.0), "best"),
+    # the autoencoder of the skip connection's networks, trained for the whole budget: its channel's limit
+    "ae-skip": ("autoencoder", dict(skip=True, patience=0), "best"),
 }
 COLUMNS = ("recipe", "steps", "nll", "nll_refined", "rec", "kl", "bleu", "content_kept", "exact", "sample_lm_nll")
 PRIOR_SAMPLES = 200
