@@ -1,8 +1,9 @@
 """The rate-distortion plane of the recipes that bench/recipes.py measured: for each corpus, every
 recipe's test KL (rate) against its reconstruction loss (distortion), and its reconstruction
-BLEU against its IW-NLL, in one figure.
+BLEU against its IW-NLL (with the refined proposal where measured), in one figure.
 
     python bench/rate_distortion.py [--work runs/recipes] [--out docs/rate_distortion.svg]
+    python bench/rate_distortion.py --work docs/recipes    # the rows of docs/results.md
 
 Reads WORK/*/results.csv (one per corpus); the LM (no latent) sits at rate 0.
 """
@@ -28,6 +29,11 @@ def read(work):
     return out
 
 
+def nll(row):
+    """The row's best estimate of -log p(x): with the refined proposal where it was measured."""
+    return row.get("nll_refined") or row["nll"]
+
+
 def plot(corpora, out):
     fig, (rd, bn) = plt.subplots(1, 2, figsize=(11, 4.5))
     for (corpus, rows), marker in zip(corpora.items(), "osD^v"):
@@ -36,16 +42,16 @@ def plot(corpora, out):
         for r in points:
             rd.annotate(r["recipe"], (r["kl"], r["rec"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         scored = [r for r in rows if r["bleu"] is not None]
-        bn.scatter([r["nll"] for r in scored], [r["bleu"] for r in scored], marker=marker, color=line.get_facecolor(),
+        bn.scatter([nll(r) for r in scored], [r["bleu"] for r in scored], marker=marker, color=line.get_facecolor(),
                    label=corpus)
         for r in scored:
-            bn.annotate(r["recipe"], (r["nll"], r["bleu"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            bn.annotate(r["recipe"], (nll(r), r["bleu"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         lm = [r for r in rows if r["recipe"] == "lm"]
         if lm:
             bn.axvline(lm[0]["nll"], color=line.get_facecolor()[0], lw=0.8, ls=":")
     rd.set(xlabel="rate: test KL (nats per sentence)", ylabel="distortion: test reconstruction loss (nats)",
            xscale="symlog", title="rate against distortion")
-    bn.set(xlabel="test IW-NLL (nats per sentence; dotted: the LM)", ylabel="test reconstruction BLEU-4 (greedy)",
+    bn.set(xlabel="test IW-NLL, q refined where measured (nats per sentence; dotted: the LM)", xscale="log", ylabel="test reconstruction BLEU-4 (greedy)",
            title="what a recipe keeps against what it scores")
     for ax in (rd, bn):
         ax.legend(fontsize=8)
