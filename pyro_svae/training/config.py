@@ -56,16 +56,13 @@ PRESETS = {
     "default": {},
     "bowman2015": dict(emb_dim=353, hidden=191, z_dim=13, dropout=0.0, free_bits=0.0, word_keep=0.75,
                        kl_schedule="logistic:0.0025,2500", batch_size=32, lr=1e-3, patience=0, feed_z=False,
-                       bidirectional=False, skip=False, bow=0.0),
+                       bidirectional=False),
     # Li et al. 2019: the defaults after 1,000 steps of autoencoder pretraining and a reset decoder
     "li2019": dict(pretrain_steps=1000),
     # the same networks with the KL weight ~0 and no floor, chosen by validation reconstruction:
     # what the channel can carry at this data size and budget (its prior is not a model of text)
     "autoencoder": dict(kl_schedule="constant:0.0001", free_bits=0.0, select="bleu"),
 }
-
-# Defaults that differ by --model, between the preset's and the user's options.
-MODEL_DEFAULTS = {"lm": dict(skip=False, bow=0.0)}
 
 # In the order --help lists them. Model sizes default to ModelConfig's (models/vae.py documents them),
 # except z_dim: 32, where a floor of 0.5 nats on each dimension keeps ~16 nats.
@@ -128,9 +125,9 @@ OPTIONS = [
            '(0: an inputless decoder, which reads <unk> in evaluation and decoding too).', check=UNIT),
     Option('free_bits', 0.5, 'Free bits: KL floor per latent dimension in nats, batch-averaged (Kingma et al. 2016; with a'
            ' non-diag guide the total KL is floored at this x z-dim; 0: off).', check=OFF_AT_0),
-    Option('skip', True, "z also adds a learned linear term to the decoder's logits at every step (a skip connection "
+    Option('skip', False, "z also adds a learned linear term to the decoder's logits at every step (a skip connection "
            "past the LSTM, Dieng et al. 2019)."),
-    Option('bow', 1.0, "Weight of a bag-of-words term in training: the sentence's words predicted from z alone (Zhao"
+    Option('bow', 0.0, "Weight of a bag-of-words term in training: the sentence's words predicted from z alone (Zhao"
            " et al. 2017), so that z carries them early; 0: off. Evaluation and decoding do not use it.", check=OFF_AT_0),
     Option('pretrain_steps', 0, 'Train as an autoencoder (beta ~ 0) for N steps, then re-initialize the decoder (Li et al. '
            '2019).', check=AT_LEAST_0),
@@ -178,12 +175,10 @@ TrainConfig.__doc__ = "Every train option (OPTIONS), with its default."
 
 
 def config_from(preset="default", **options):
-    """A TrainConfig: the table's defaults, then the preset's, then those of the model (the LM has no z
-    for the skip connection and the bag-of-words term), then ``options``."""
+    """A TrainConfig: the table's defaults, then the preset's, then ``options``."""
     if preset not in PRESETS:
         raise SVAEError(f"--preset {preset!r}: use one of {', '.join(PRESETS)}")
-    model = options.get("model", PRESETS[preset].get("model", OPTION["model"].default))
-    return TrainConfig(**{**PRESETS[preset], **MODEL_DEFAULTS.get(model, {}), **options, "preset": preset})
+    return TrainConfig(**{**PRESETS[preset], **options, "preset": preset})
 
 
 def resumed_config(out_dir, overrides):
