@@ -25,36 +25,42 @@ from pyro_svae import config_from, load, train  # noqa: E402
 from pyro_svae.devices import cpu_name  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
+# The defaults' skip connection and bag-of-words term (off). Every recipe below but `default` states
+# them, so that a recipe's name keeps its meaning if the defaults change.
+PLAIN = dict(skip=False, bow=0.0)
 # name -> (preset, options, which checkpoint is evaluated)
 RECIPES = {
     "default": ("default", {}, "best"),
+    "plain": ("default", PLAIN, "best"),  # the defaults, stated (no skip connection, no bag-of-words term)
     # the same networks with the KL weight ~0 and no floor: the channel's limit at this data and budget,
     # its checkpoint (and early stop) chosen by validation reconstruction BLEU, not by the ELBO at beta = 1
-    "ae": ("autoencoder", {}, "best"),
+    "ae": ("autoencoder", PLAIN, "best"),
     # the same, trained for the whole budget: the validation BLEU (100 sentences) is too noisy to stop on
-    "ae-full": ("autoencoder", dict(patience=0), "best"),
+    "ae-full": ("autoencoder", dict(PLAIN, patience=0), "best"),
     "lm": ("default", dict(model="lm"), "best"),
     "bowman2015": ("bowman2015", {}, "best"),
-    "li2019": ("li2019", {}, "best"),
-    "fb1": ("default", dict(free_bits=1.0), "best"),
+    "li2019": ("li2019", PLAIN, "best"),
+    "fb1": ("default", dict(PLAIN, free_bits=1.0), "best"),
     "bowman-fb": ("bowman2015", dict(free_bits=1.0), "best"),
-    "pool-mean": ("default", dict(pool="mean"), "best"),  # the encoder's outputs averaged (Long et al. 2019)
-    "pool-max": ("default", dict(pool="max"), "best"),
+    "pool-mean": ("default", dict(PLAIN, pool="mean"), "best"),  # the encoder's outputs averaged (Long et al. 2019)
+    "pool-max": ("default", dict(PLAIN, pool="max"), "best"),
     # trained on the 5-sample importance-weighted bound (Burda et al. 2016): a tighter objective, and an
     # encoder trained as a proposal rather than as a posterior
-    "iw5": ("default", dict(iw_particles=5), "best"),
-    "fb1-iw5": ("default", dict(free_bits=1.0, iw_particles=5), "best"),
+    "iw5": ("default", dict(PLAIN, iw_particles=5), "best"),
+    "fb1-iw5": ("default", dict(PLAIN, free_bits=1.0, iw_particles=5), "best"),
     # the learning rate halved at each validation without a better score (the default stops after 4)
-    "decay": ("default", dict(lr_decay=0.5), "best"),
-    "fb1-decay": ("default", dict(free_bits=1.0, lr_decay=0.5), "best"),
+    "decay": ("default", dict(PLAIN, lr_decay=0.5), "best"),
+    "fb1-decay": ("default", dict(PLAIN, free_bits=1.0, lr_decay=0.5), "best"),
     "lm-decay": ("default", dict(model="lm", lr_decay=0.5), "best"),
     # z also read past the LSTM: a learned linear term in the logits at every step (Dieng et al. 2019),
     # alone and with the bag-of-words term (Zhao et al. 2017), at the default floor and at a 32-nat one
-    "skip": ("default", dict(skip=True), "best"),
+    "skip": ("default", dict(skip=True, bow=0.0), "best"),
     "skip-bow": ("default", dict(skip=True, bow=1.0), "best"),
     "fb1-skip-bow": ("default", dict(skip=True, bow=1.0, free_bits=1.0), "best"),
     # the autoencoder of the skip connection's networks, trained for the whole budget: its channel's limit
-    "ae-skip": ("autoencoder", dict(skip=True, patience=0), "best"),
+    "ae-skip": ("autoencoder", dict(skip=True, bow=0.0, patience=0), "best"),
+    # the autoencoder of skip-bow's networks (skip connection and bag-of-words term), the whole budget
+    "ae-skip-bow": ("autoencoder", dict(skip=True, bow=1.0, patience=0), "best"),
 }
 COLUMNS = ("recipe", "steps", "nll", "nll_refined", "rec", "kl", "bleu", "content_kept", "exact", "sample_lm_nll")
 PRIOR_SAMPLES = 200
