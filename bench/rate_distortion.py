@@ -51,8 +51,8 @@ def plot(corpora, out):
             bn.axvline(lm[0]["nll"], color=line.get_facecolor()[0], lw=0.8, ls=":")
     rd.set(xlabel="rate: test KL (nats per sentence)", ylabel="distortion: test reconstruction loss (nats)",
            xscale="symlog", title="rate against distortion")
-    bn.set(xlabel="test IW-NLL, q refined where measured (nats per sentence; dotted: the LM)", xscale="log", ylabel="test reconstruction BLEU-4 (greedy)",
-           title="what a recipe keeps against what it scores")
+    bn.set(xlabel="test IW-NLL, q refined where measured (nats per sentence; dotted: the LM)", xscale="log",
+           ylabel="test reconstruction BLEU-4 (greedy)", title="what a recipe keeps against what it scores")
     for ax in (rd, bn):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
