@@ -37,7 +37,7 @@ from pyro_svae.training.config import RESUMABLE  # noqa: E402
 # on recent Xeons (on CPUs with neither, pass --amp off).
 COMMON = dict(emb_dim=650, hidden=650, tie=True, dropout=0.5, batch_size=64, lr=2e-3, lr_decay=0.5,
               eval_every=500, max_len=100, word_keep=1.0, bidirectional=False, feed_z=False)
-VAE = dict(model="vae", z_dim=32, enc_hidden=256, free_bits=0.25, kl_schedule="linear:0,2000")
+VAE = dict(model="vae", z_dim=32, enc_hidden=256, free_bits=0.25, kl_schedule="linear:0,2000", skip=False, bow=0.0)
 MODELS = {
     "lm": dict(model="lm", kl_schedule="constant"),
     "vae": VAE,

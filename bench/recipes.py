@@ -25,13 +25,13 @@ from pyro_svae import config_from, load, train  # noqa: E402
 from pyro_svae.devices import cpu_name  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
-# The defaults' skip connection and bag-of-words term (off). Every recipe below but `default` states
-# them, so that a recipe's name keeps its meaning if the defaults change.
+# Neither the skip connection nor the bag-of-words term: the defaults before both became defaults.
+# Every recipe below but `default` states both, so that a recipe's name keeps its meaning.
 PLAIN = dict(skip=False, bow=0.0)
 # name -> (preset, options, which checkpoint is evaluated)
 RECIPES = {
     "default": ("default", {}, "best"),
-    "plain": ("default", PLAIN, "best"),  # the defaults, stated (no skip connection, no bag-of-words term)
+    "plain": ("default", PLAIN, "best"),  # the previous defaults (no skip connection, no bag-of-words term)
     # the same networks with the KL weight ~0 and no floor: the channel's limit at this data and budget,
     # its checkpoint (and early stop) chosen by validation reconstruction BLEU, not by the ELBO at beta = 1
     "ae": ("autoencoder", PLAIN, "best"),

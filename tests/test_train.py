@@ -205,12 +205,21 @@ def test_init_from_starts_from_every_weight_of_another_run(corpus, tmp_path):
 def test_presets_give_defaults_that_options_override(corpus, tmp_path, run_cli):
     import json
 
-    from pyro_svae.training.config import TrainConfig, config_from
+    from pyro_svae.training.config import TrainConfig, check_config, config_from
 
     assert config_from() == TrainConfig()
     bowman = config_from("bowman2015", z_dim=8)
     assert (bowman.z_dim, bowman.free_bits, bowman.kl_schedule, bowman.patience) == (8, 0.0, "logistic:0.0025,2500", 0)
     assert TrainConfig().free_bits > 0 and TrainConfig().patience > 0  # the default keeps the latent, stops early
+    assert (TrainConfig().skip, TrainConfig().bow, bowman.skip, bowman.bow) == (True, 1.0, False, 0.0)
+    # the LM has no z to read or to predict words from: both are off unless given, and then an error
+    for lm in (TrainConfig(model="lm"), config_from(model="lm"), config_from("bowman2015", model="lm")):
+        assert (lm.skip, lm.bow) == (False, 0.0)
+        check_config(lm)
+    with pytest.raises(SVAEError, match="--skip adds z to the logits"):
+        check_config(TrainConfig(model="lm", skip=True))
+    code, _, err = run_cli("train", "--data", str(corpus), "--out", str(tmp_path / "lm"), "--model", "lm", "--bow", "1")
+    assert code != 0 and "--bow predicts words from z" in err
     run = tmp_path / "run"
     code, out, err = run_cli("train", "--data", str(corpus), "--out", str(run), "--preset", "bowman2015",
                              "--emb-dim", "8", "--hidden", "8", "--max-steps", "2", "--eval-every", "2", "--quiet")

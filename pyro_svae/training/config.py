@@ -56,7 +56,7 @@ PRESETS = {
     "default": {},
     "bowman2015": dict(emb_dim=353, hidden=191, z_dim=13, dropout=0.0, free_bits=0.0, word_keep=0.75,
                        kl_schedule="logistic:0.0025,2500", batch_size=32, lr=1e-3, patience=0, feed_z=False,
-                       bidirectional=False),
+                       bidirectional=False, skip=False, bow=0.0),
     # Li et al. 2019: the defaults after 1,000 steps of autoencoder pretraining and a reset decoder
     "li2019": dict(pretrain_steps=1000),
     # the same networks with the KL weight ~0 and no floor, chosen by validation reconstruction:
@@ -125,9 +125,9 @@ OPTIONS = [
            '(0: an inputless decoder, which reads <unk> in evaluation and decoding too).', check=UNIT),
     Option('free_bits', 0.5, 'Free bits: KL floor per latent dimension in nats, batch-averaged (Kingma et al. 2016; with a'
            ' non-diag guide the total KL is floored at this x z-dim; 0: off).', check=OFF_AT_0),
-    Option('skip', False, "z also adds a learned linear term to the decoder's logits at every step (a skip connection "
+    Option('skip', True, "z also adds a learned linear term to the decoder's logits at every step (a skip connection "
            "past the LSTM, Dieng et al. 2019)."),
-    Option('bow', 0.0, "Weight of a bag-of-words term in training: the sentence's words predicted from z alone (Zhao"
+    Option('bow', 1.0, "Weight of a bag-of-words term in training: the sentence's words predicted from z alone (Zhao"
            " et al. 2017), so that z carries them early; 0: off. Evaluation and decoding do not use it.", check=OFF_AT_0),
     Option('pretrain_steps', 0, 'Train as an autoencoder (beta ~ 0) for N steps, then re-initialize the decoder (Li et al. '
            '2019).', check=AT_LEAST_0),
@@ -171,7 +171,19 @@ CHOICES = {o.name: o.choices for o in OPTIONS if o.choices}
 TrainConfig = dataclasses.make_dataclass(
     "TrainConfig", [(o.name, type(o.default), dataclasses.field(default=o.default)) for o in OPTIONS])
 TrainConfig.__module__ = __name__
-TrainConfig.__doc__ = "Every train option (OPTIONS), with its default."
+TrainConfig.__doc__ = ("Every train option (OPTIONS), with its default; for --model lm, MODEL_DEFAULTS's options "
+                       "that read z are off unless given.")
+
+# The options that read z, off for the language model (it has none) unless given, and then an error
+MODEL_DEFAULTS = {"lm": dict(skip=False, bow=0.0)}
+_table_init = TrainConfig.__init__
+
+
+def _init(self, **options):
+    _table_init(self, **{**MODEL_DEFAULTS.get(options.get("model", "vae"), {}), **options})
+
+
+TrainConfig.__init__ = _init
 
 
 def config_from(preset="default", **options):
@@ -217,6 +229,8 @@ def check_config(c):
             raise SVAEError("--iw-particles > 1 is for a VAE (the LM's likelihood is exact)")
         if c.bow > 0:
             raise SVAEError("--bow predicts words from z: it is for a VAE, not --model lm")
+        if c.skip:
+            raise SVAEError("--skip adds z to the logits: it is for a VAE, not --model lm")
         if c.select == "bleu":
             raise SVAEError("--select bleu scores reconstructions: it is for a VAE, not --model lm")
     else:
