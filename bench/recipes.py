@@ -57,6 +57,10 @@ RECIPES = {
     "skip": ("default", dict(skip=True, bow=0.0), "best"),
     "skip-bow": ("default", dict(skip=True, bow=1.0), "best"),
     "fb1-skip-bow": ("default", dict(skip=True, bow=1.0, free_bits=1.0), "best"),
+    # the same with the learning rate halved at each validation without a better ELBO, where the
+    # defaults stop early on the small corpora with half the budget left
+    "skip-bow-decay": ("default", dict(skip=True, bow=1.0, lr_decay=0.5), "best"),
+    "fb1-skip-bow-decay": ("default", dict(skip=True, bow=1.0, free_bits=1.0, lr_decay=0.5), "best"),
     # the autoencoder of the skip connection's networks, trained for the whole budget: its channel's limit
     "ae-skip": ("autoencoder", dict(skip=True, bow=0.0, patience=0), "best"),
     # the autoencoder of skip-bow's networks (skip connection and bag-of-words term), the whole budget

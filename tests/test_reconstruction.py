@@ -60,6 +60,24 @@ def test_validation_writes_a_reconstruction_bleu_column(corpus, tmp_path):
     assert len(rows) == 2 and all(0.0 <= float(r["val_bleu"]) <= 1.0 for r in rows)
 
 
+def test_the_validation_sample_holds_the_first_sentences_of_the_lengths_trained_on():
+    from pyro_svae.evaluation.reconstruction import validation_sample
+
+    class Split:
+        lengths = [20, 3, 16, 15, 2, 40, 5]
+
+        def __len__(self):
+            return len(self.lengths)
+
+        def sentence(self, i):
+            return list(range(self.lengths[i]))
+
+    assert [len(s) for s in validation_sample(Split(), 3, max_len=15)] == [3, 15, 2]
+    assert [len(s) for s in validation_sample(Split(), 10, max_len=15)] == [3, 15, 2, 5]
+    assert [len(s) for s in validation_sample(Split(), 2)] == [20, 3]
+    assert [len(s) for s in validation_sample(Split(), 2, max_len=1)] == [20, 3]  # none that short: the first n
+
+
 def test_evaluate_reports_reconstruction_overall_per_sentence_and_in_json(trained_run, run_cli, tmp_path):
     from pyro_svae import load
 

@@ -98,9 +98,22 @@ def reconstruct_ids(svae, sentences, strategy=None, batch_size=64, max_len=None)
     return out
 
 
-def validation_bleu(svae, tokenizer, split, n=100):
-    """Corpus BLEU of the greedy reconstructions of a fixed sample of ``split``: its first ``n``
-    sentences (the cheap curve that validation writes to metrics.csv)."""
-    sentences = [split.sentence(i) for i in range(min(n, len(split)))]
+def validation_sample(split, n=100, max_len=None):
+    """The fixed sample that validation reconstructs: the first ``n`` sentences of ``split`` of at
+    most ``max_len`` tokens (the lengths trained on), or its first ``n`` if none is that short."""
+    picked = []
+    for i in range(len(split)):
+        if len(picked) == n:
+            break
+        sentence = split.sentence(i)
+        if max_len is None or len(sentence) <= max_len:
+            picked.append(sentence)
+    return picked or [split.sentence(i) for i in range(min(n, len(split)))]
+
+
+def validation_bleu(svae, tokenizer, split, n=100, max_len=None):
+    """Corpus BLEU of the greedy reconstructions of validation_sample(split, n, max_len) (the cheap
+    curve that validation writes to metrics.csv)."""
+    sentences = validation_sample(split, n, max_len)
     decoded = reconstruct_ids(svae, sentences, Greedy())
     return corpus_bleu([tokenizer.decode(s) for s in sentences], [tokenizer.decode(s) for s in decoded])

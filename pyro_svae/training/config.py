@@ -148,7 +148,8 @@ OPTIONS = [
     Option('patience', 4, 'Stop after N validations without a better score (see --select; 0: never).', check=AT_LEAST_0,
            resumable=True),
     Option('select', 'elbo', "The validation score that picks best.pt and counts against --patience: elbo (the bound "
-           "trained on) or bleu (the greedy reconstruction BLEU of the fixed validation sample: an autoencoder's).",
+           "trained on) or bleu (the greedy reconstruction BLEU of the first 100 validation sentences of at most "
+           "--max-len tokens: an autoencoder's).",
            choices=('elbo', 'bleu')),
     Option('log', 'csv', 'Experiment log beside metrics.csv (always written): csv (that alone), tensorboard '
            '(RUN/tensorboard) or mlflow (RUN/mlflow.db, a SQLite store); each backend is an optional extra.', choices=BACKENDS,

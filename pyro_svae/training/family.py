@@ -27,7 +27,7 @@ from .optim import make_loss
 from .rundir import BEST, model_config, restore_model
 
 COLLAPSED_KL = 0.5  # validation KL (nats per sentence) under which training warns of collapse
-VALIDATION_BLEU_SENTENCES = 100  # the first validation sentences that the metrics.csv BLEU reconstructs
+VALIDATION_BLEU_SENTENCES = 100  # the first validation sentences (of <= --max-len tokens) that the metrics.csv BLEU reconstructs
 
 
 class Family(Protocol):
@@ -126,7 +126,7 @@ class SentenceFamily(AnnealedFamily):
                    "val_ppl_bound": round(m["ppl_bound"], 3)}
         select_bleu = self.c.select == "bleu"  # then every process scores it (patience stops them all)
         if self.svae.z_dim and (world is None or world.main or select_bleu):  # greedy, a fixed sample
-            m["bleu"] = validation_bleu(self.svae, self.tokenizer, split, VALIDATION_BLEU_SENTENCES)
+            m["bleu"] = validation_bleu(self.svae, self.tokenizer, split, VALIDATION_BLEU_SENTENCES, self.c.max_len)
             columns["val_bleu"] = round(m["bleu"], 4)
         score = m["bleu"] if select_bleu else m["iw"] if k > 1 else m["elbo"]  # the bound trained on, or BLEU
         return {**m, "score": score,
