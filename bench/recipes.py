@@ -61,6 +61,8 @@ RECIPES = {
     # defaults stop early on the small corpora with half the budget left
     "skip-bow-decay": ("default", dict(skip=True, bow=1.0, lr_decay=0.5), "best"),
     "fb1-skip-bow-decay": ("default", dict(skip=True, bow=1.0, free_bits=1.0, lr_decay=0.5), "best"),
+    # at Bowman's learning rate (1e-3), which overfits the small corpora later than 2e-3
+    "fb1-skip-bow-lr1": ("default", dict(skip=True, bow=1.0, free_bits=1.0, lr=1e-3), "best"),
     # the autoencoder of the skip connection's networks, trained for the whole budget: its channel's limit
     "ae-skip": ("autoencoder", dict(skip=True, bow=0.0, patience=0), "best"),
     # the autoencoder of skip-bow's networks (skip connection and bag-of-words term), the whole budget
