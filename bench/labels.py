@@ -115,8 +115,10 @@ def main():
     if not os.path.isfile(source):
         sys.exit(f"{source}: not found")
     budget = dict(max_steps=args.steps) if args.steps else dict(max_minutes=args.minutes)
-    # without the skip connection and the bag-of-words term, as the README's table was measured
-    base = dict(labels="tab", patience=0, eval_every=250, device="cpu", skip=False, bow=0.0, **budget)
+    # the defaults of earlier versions (no skip connection or bag-of-words term, a 16-nat floor, Adam
+    # 2e-3), with which the README's table was measured
+    base = dict(labels="tab", patience=0, eval_every=250, device="cpu", skip=False, bow=0.0, free_bits=0.5, lr=2e-3,
+                **budget)
     extra = {}
     for option in args.option:
         name, _, value = option.partition("=")

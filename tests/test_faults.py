@@ -86,7 +86,9 @@ def test_kill_9_at_random_moments_then_resume_ends_bit_for_bit_as_uninterrupted(
 
 def test_a_second_writer_is_refused_with_the_pid_and_a_killed_writer_does_not_block(corpus, tmp_path, run_cli):
     run = str(tmp_path / "run")
-    first = cli("train", "--data", str(corpus), "--out", run, *TINY, "--max-minutes", "2", "--eval-every", "5")
+    # no early stopping: the resume below must train its 5 steps whatever the validations said
+    first = cli("train", "--data", str(corpus), "--out", run, *TINY, "--max-minutes", "2", "--eval-every", "5",
+                "--patience", "0")
     wait_for(lambda: os.path.exists(os.path.join(run, "checkpoint.pt")))
     try:
         assert_one_line_error(run_cli("train", "--resume", run, "--quiet"), f"process {first.pid}", "being trained")

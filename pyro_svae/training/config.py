@@ -65,7 +65,7 @@ PRESETS = {
 }
 
 # In the order --help lists them. Model sizes default to ModelConfig's (models/vae.py documents them),
-# except z_dim: 32, where a floor of 0.5 nats on each dimension keeps ~16 nats.
+# except z_dim: 32, where a floor of 1 nat on each dimension keeps ~32 nats (docs/results.md measures it).
 OPTIONS = [
     Option('preset', 'default', 'A named set of defaults that your options override: default (keeps the latent '
            'in use: free bits, dropout, early stopping), bowman2015 (the original recipe, which collapses), li2019 '
@@ -123,7 +123,7 @@ OPTIONS = [
     Option('kl_schedule', 'linear:0,2000', 'KL weight per step: constant[:b], linear:start,steps, logistic:k,x0 (Bowman), cyclical:cycles,ratio.'),
     Option('word_keep', 0.75, 'Word dropout keep rate k in [0, 1]: decoder inputs become <unk> with prob. 1-k in training '
            '(0: an inputless decoder, which reads <unk> in evaluation and decoding too).', check=UNIT),
-    Option('free_bits', 0.5, 'Free bits: KL floor per latent dimension in nats, batch-averaged (Kingma et al. 2016; with a'
+    Option('free_bits', 1.0, 'Free bits: KL floor per latent dimension in nats, batch-averaged (Kingma et al. 2016; with a'
            ' non-diag guide the total KL is floored at this x z-dim; 0: off).', check=OFF_AT_0),
     Option('skip', True, "z also adds a learned linear term to the decoder's logits at every step (a skip connection "
            "past the LSTM, Dieng et al. 2019)."),
@@ -138,7 +138,7 @@ OPTIONS = [
     Option('init_from', '', "Start every weight from this run's best.pt (same data and architecture), with a fresh "
            "optimizer: fine-tune a trained model, e.g. with --iw-particles."),
     Option('batch_size', 32, 'Sentences per minibatch.', check=AT_LEAST_1),
-    Option('lr', 0.002, 'Adam learning rate.', check=POSITIVE),
+    Option('lr', 0.001, 'Adam learning rate.', check=POSITIVE),
     Option('lr_decay', 1.0, 'Multiply the learning rate by this after each validation without a better ELBO (1: off).', check=DECAY),
     Option('clip_norm', 5.0, 'Clip the global gradient norm to this (0: off).', check=OFF_AT_0),
     Option('max_epochs', 0, 'Stop after this many epochs (0: no limit).', check=AT_LEAST_0, resumable=True),
