@@ -139,8 +139,8 @@ def sample_quality(work, name):
     from recipe ``name``'s prior (ancestral decoding, seed 0): lower is more like the corpus."""
     from pyro_svae.data.corpus import encode_sentences
 
-    if not os.path.isfile(os.path.join(work, "lm", "best.pt")):
-        return None
+    if not all(os.path.isfile(os.path.join(work, run, "best.pt")) for run in ("lm", name)):
+        return None  # no LM to score with, or the run's folder is not kept (a row copied from docs/)
     vae = load(os.path.join(work, name), device="cpu", warn=lambda m: None)
     if not vae.z_dim:
         return None

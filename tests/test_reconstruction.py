@@ -127,6 +127,8 @@ def test_select_picks_best_checkpoint_and_patience_by_that_score(corpus, tmp_pat
 
     scores = iter([0.1, 0.5, 0.2, 0.3, 0.4, 0.05])  # best at the 2nd validation, then 4 worse ones
     monkeypatch.setattr(family, "validation_bleu", lambda *a: next(scores))
+    scans, scan = [], family.validation_sample
+    monkeypatch.setattr(family, "validation_sample", lambda *a: scans.append(a) or scan(*a))
     out = tmp_path / "run"
     summary = train(tiny_config(corpus, max_steps=60, eval_every=10, lr=3e-3, patience=3, select=select), str(out),
                     log=quiet, progress=False)
@@ -135,5 +137,6 @@ def test_select_picks_best_checkpoint_and_patience_by_that_score(corpus, tmp_pat
     column = "val_bleu" if select == "bleu" else "val_elbo"
     values = [float(r[column]) for r in rows]
     assert best == int(rows[values.index(max(values))]["step"])
+    assert len(rows) >= 5 and len(scans) == 1  # the validation sample is chosen once per run
     if select == "bleu":  # three validations after the best one, none better: patience stops the run
         assert best == 20 and summary["step"] == 50 and summary["stopped"] == "early stopping"

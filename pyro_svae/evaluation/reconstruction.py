@@ -111,9 +111,8 @@ def validation_sample(split, n=100, max_len=None):
     return picked or [split.sentence(i) for i in range(min(n, len(split)))]
 
 
-def validation_bleu(svae, tokenizer, split, n=100, max_len=None):
-    """Corpus BLEU of the greedy reconstructions of validation_sample(split, n, max_len) (the cheap
-    curve that validation writes to metrics.csv)."""
-    sentences = validation_sample(split, n, max_len)
+def validation_bleu(svae, tokenizer, sentences):
+    """Corpus BLEU of the greedy reconstructions of ``sentences`` (lists of ids; validation_sample's:
+    the cheap curve that validation writes to metrics.csv)."""
     decoded = reconstruct_ids(svae, sentences, Greedy())
     return corpus_bleu([tokenizer.decode(s) for s in sentences], [tokenizer.decode(s) for s in decoded])

@@ -17,7 +17,7 @@ from ..data.tokenizers import vocab_hash
 from ..devices import forked_rng
 from ..errors import SVAEError
 from ..evaluation.metrics import validate
-from ..evaluation.reconstruction import validation_bleu
+from ..evaluation.reconstruction import validation_bleu, validation_sample
 from ..inference.kl import latent_kl
 from ..inference.schedules import parse_schedule
 from ..models.decoding import Greedy
@@ -81,6 +81,7 @@ class SentenceFamily(AnnealedFamily):
         self.traceable = not self.discrete
         self.tau = parse_tau(c.tau) if self.discrete == "concrete" else (lambda step: None)
         self.warned = False
+        self.bleu_sample = None  # validation_sample of the valid split, at the first validation
 
     def loss(self):
         return make_loss(self.c)
@@ -126,7 +127,9 @@ class SentenceFamily(AnnealedFamily):
                    "val_ppl_bound": round(m["ppl_bound"], 3)}
         select_bleu = self.c.select == "bleu"  # then every process scores it (patience stops them all)
         if self.svae.z_dim and (world is None or world.main or select_bleu):  # greedy, a fixed sample
-            m["bleu"] = validation_bleu(self.svae, self.tokenizer, split, VALIDATION_BLEU_SENTENCES, self.c.max_len)
+            if self.bleu_sample is None:  # chosen once per run: the scan can cover the whole split
+                self.bleu_sample = validation_sample(split, VALIDATION_BLEU_SENTENCES, self.c.max_len)
+            m["bleu"] = validation_bleu(self.svae, self.tokenizer, self.bleu_sample)
             columns["val_bleu"] = round(m["bleu"], 4)
         score = m["bleu"] if select_bleu else m["iw"] if k > 1 else m["elbo"]  # the bound trained on, or BLEU
         return {**m, "score": score,
