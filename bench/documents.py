@@ -61,7 +61,7 @@ def main():
                                                   max_len=60), progress=False)
     shared = dict(data=store, emb_dim=256, hidden=256, enc_hidden=256, z_dim=32, batch_size=8, free_bits=0.125,
                   max_minutes=a.minutes, max_steps=a.steps, eval_every=250, patience=4, seed=0,
-                  skip=False, bow=0.0, lr=2e-3)  # as docs/documents.md's table was measured
+                  preset="plain")  # as docs/documents.md's table was measured
     for item in a.option:
         key, value = item.split("=", 1)
         shared[key] = type(shared.get(key, ""))(value) if key in shared else _number(value)

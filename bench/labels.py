@@ -28,7 +28,7 @@ from pyro_svae.data.corpus import gather  # noqa: E402
 from pyro_svae.devices import cpu_name  # noqa: E402
 from pyro_svae.evaluation.adversarial import unigram_counts  # noqa: E402
 from pyro_svae.models.networks import Encoder  # noqa: E402
-from pyro_svae.training.config import TrainConfig  # noqa: E402
+from pyro_svae.training.config import PRESETS, TrainConfig  # noqa: E402
 from pyro_svae.training.rundir import load_corpus  # noqa: E402
 from pyro_svae.training.run import train  # noqa: E402
 
@@ -115,10 +115,8 @@ def main():
     if not os.path.isfile(source):
         sys.exit(f"{source}: not found")
     budget = dict(max_steps=args.steps) if args.steps else dict(max_minutes=args.minutes)
-    # the defaults of earlier versions (no skip connection or bag-of-words term, a 16-nat floor, Adam
-    # 2e-3), with which the README's table was measured
-    base = dict(labels="tab", patience=0, eval_every=250, device="cpu", skip=False, bow=0.0, free_bits=0.5, lr=2e-3,
-                **budget)
+    # the defaults of earlier versions (--preset plain), with which the README's table was measured
+    base = dict(labels="tab", patience=0, eval_every=250, device="cpu", **PRESETS["plain"], **budget)
     extra = {}
     for option in args.option:
         name, _, value = option.partition("=")

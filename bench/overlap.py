@@ -37,9 +37,9 @@ def main():
     for i in range(len(split)):
         if len(texts) == args.limit:
             break
-        ids = split.sentence(i)
-        if not args.max_tokens or len(ids) <= args.max_tokens:
-            texts.append(vae.tokenizer.decode(ids))
+        text = vae.tokenizer.decode(split.sentence(i))
+        if not args.max_tokens or len(text.split()) <= args.max_tokens:  # words, whatever the tokenizer
+            texts.append(text)
     kept = []
     for start in range(0, len(texts), 50):
         chunk = texts[start : start + 50]

@@ -22,20 +22,20 @@ import pyro
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pyro_svae import config_from, load, train  # noqa: E402
+from pyro_svae.training.config import PRESETS  # noqa: E402
 from pyro_svae.devices import cpu_name  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
-# The defaults of earlier versions that the recipes below were measured with: a 16-nat floor
-# (free bits 0.5), Adam 2e-3, neither the skip connection nor the bag-of-words term. Every recipe
-# but `default` states what it takes of them, so that its name keeps its meaning as defaults change
-# (the autoencoder and bowman2015 presets set their own floor; bowman2015 its own rate).
-V1 = dict(free_bits=0.5, lr=2e-3)
-PLAIN = dict(V1, skip=False, bow=0.0)
+# The defaults of earlier versions that the recipes below were measured with (--preset plain: a 16-nat
+# floor, Adam 2e-3, neither the skip connection nor the bag-of-words term). Every recipe but `default`
+# states what it takes of them, so that its name keeps its meaning as defaults change (the autoencoder
+# and bowman2015 presets set their own floor; bowman2015 its own rate).
+PLAIN = PRESETS["plain"]
 AE = dict(lr=2e-3, skip=False, bow=0.0)  # --preset autoencoder sets the floor (none)
 # name -> (preset, options, which checkpoint is evaluated)
 RECIPES = {
     "default": ("default", {}, "best"),  # the defaults of this version: fb1-skip-bow-lr1 below
-    "plain": ("default", PLAIN, "best"),  # the defaults of earlier versions
+    "plain": ("plain", {}, "best"),  # the defaults of earlier versions
     # the same networks with the KL weight ~0 and no floor: the channel's limit at this data and budget,
     # its checkpoint (and early stop) chosen by validation reconstruction BLEU, not by the ELBO at beta = 1
     "ae": ("autoencoder", AE, "best"),
@@ -58,13 +58,13 @@ RECIPES = {
     "lm-decay": ("default", dict(model="lm", lr=2e-3, lr_decay=0.5), "best"),
     # z also read past the LSTM: a learned linear term in the logits at every step (Dieng et al. 2019),
     # alone and with the bag-of-words term (Zhao et al. 2017), at a 16-nat floor and at a 32-nat one
-    "skip": ("default", dict(V1, skip=True, bow=0.0), "best"),
-    "skip-bow": ("default", dict(V1, skip=True, bow=1.0), "best"),
-    "fb1-skip-bow": ("default", dict(V1, skip=True, bow=1.0, free_bits=1.0), "best"),
+    "skip": ("default", dict(PLAIN, skip=True), "best"),
+    "skip-bow": ("default", dict(PLAIN, skip=True, bow=1.0), "best"),
+    "fb1-skip-bow": ("default", dict(PLAIN, skip=True, bow=1.0, free_bits=1.0), "best"),
     # the same with the learning rate halved at each validation without a better ELBO, where the
     # defaults stop early on the small corpora with half the budget left
-    "skip-bow-decay": ("default", dict(V1, skip=True, bow=1.0, lr_decay=0.5), "best"),
-    "fb1-skip-bow-decay": ("default", dict(V1, skip=True, bow=1.0, free_bits=1.0, lr_decay=0.5), "best"),
+    "skip-bow-decay": ("default", dict(PLAIN, skip=True, bow=1.0, lr_decay=0.5), "best"),
+    "fb1-skip-bow-decay": ("default", dict(PLAIN, skip=True, bow=1.0, free_bits=1.0, lr_decay=0.5), "best"),
     # at Bowman's learning rate (1e-3), which overfits the small corpora later than 2e-3: the defaults now
     "fb1-skip-bow-lr1": ("default", dict(skip=True, bow=1.0, free_bits=1.0, lr=1e-3), "best"),
     # the autoencoder of the skip connection's networks, trained for the whole budget: its channel's limit

@@ -242,9 +242,13 @@ def test_a_collapsing_latent_is_warned_about_once(corpus, tmp_path, monkeypatch)
     assert not [line for line in lines if line.startswith("warning")]  # a language model has no latent
 
 
-def test_the_li2019_and_autoencoder_presets_are_the_defaults_with_their_changes():
-    from pyro_svae import config_from
+def test_the_li2019_autoencoder_and_plain_presets_are_the_defaults_with_their_changes():
+    from pyro_svae.training.config import check_config, config_from
 
     default, li, ae = config_from("default"), config_from("li2019"), config_from("autoencoder", free_bits=0.1)
     assert li.pretrain_steps == 1000 and {**vars(li), "pretrain_steps": 0, "preset": "default"} == vars(default)
     assert (ae.kl_schedule, ae.free_bits, ae.select) == ("constant:0.0001", 0.1, "bleu")
+    plain, plain_lm = config_from("plain"), config_from("plain", model="lm")
+    assert (plain.free_bits, plain.lr, plain.skip, plain.bow) == (0.5, 2e-3, False, 0.0)
+    assert {**vars(plain), **{k: getattr(default, k) for k in ("free_bits", "lr", "skip", "bow", "preset")}} == vars(default)
+    check_config(plain_lm)  # the earlier defaults are a language model's too: no term that reads z

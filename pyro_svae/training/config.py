@@ -57,6 +57,9 @@ PRESETS = {
     "bowman2015": dict(emb_dim=353, hidden=191, z_dim=13, dropout=0.0, free_bits=0.0, word_keep=0.75,
                        kl_schedule="logistic:0.0025,2500", batch_size=32, lr=1e-3, patience=0, feed_z=False,
                        bidirectional=False, skip=False, bow=0.0),
+    # the defaults of earlier versions: a 16-nat floor, Adam 2e-3, neither the skip connection nor the
+    # bag-of-words term (their latent keeps less of a sentence; docs/results.md compares them)
+    "plain": dict(free_bits=0.5, lr=2e-3, skip=False, bow=0.0),
     # Li et al. 2019: the defaults after 1,000 steps of autoencoder pretraining and a reset decoder
     "li2019": dict(pretrain_steps=1000),
     # the same networks with the KL weight ~0 and no floor, chosen by validation reconstruction:
@@ -68,7 +71,9 @@ PRESETS = {
 # except z_dim: 32, where a floor of 1 nat on each dimension keeps ~32 nats (docs/results.md measures it).
 OPTIONS = [
     Option('preset', 'default', 'A named set of defaults that your options override: default (keeps the latent '
-           'in use: free bits, dropout, early stopping), bowman2015 (the original recipe, which collapses), li2019 '
+           'in use: free bits, the skip connection and bag-of-words term, dropout, early stopping), plain (the defaults '
+           'of earlier versions: free bits 0.5, lr 2e-3, no skip connection or bag-of-words term), bowman2015 (the '
+           'original recipe, which collapses), li2019 '
            '(autoencoder pretraining, then a reset decoder) or autoencoder (KL weight ~0, chosen by reconstruction).',
            choices=tuple(PRESETS)),
     Option('data', '', 'Corpus: a folder with train/valid/test (ptb.train.txt or train.txt ...) or one file split '
