@@ -1,4 +1,4 @@
-# pyro-svae: `make quickstart` sets up, trains on PTB's sentences of up to 15 tokens for 4.5
+# pyro-svae: `make quickstart` sets up, trains on PTB's sentences of up to 30 subword pieces for 4.5
 # minutes, then samples, reconstructs and interpolates; `make test` tests.
 PYTHON ?= python3
 VENV := .venv
@@ -35,15 +35,16 @@ data/ptb/ptb.train.txt: | setup
 
 quickstart: setup data
 	@test -f $(RUN)/best.pt || $(PY) cli.py train --data data/ptb --out $(RUN) --max-minutes 4.5 \
-		--max-len 15 --emb-dim 128 --hidden 256 --dropout 0 --word-keep 0.3 --free-bits 2 --bow 2 --skip --tie --pool mean \
-		--lr 2e-3 --kl-schedule linear:0,3000 --patience 0 --select bleu --eval-every 500
+		--tokenizer spm --vocab-size 4000 --max-len 30 --emb-dim 128 --hidden 256 --dropout 0 --word-keep 0.3 \
+		--free-bits 2 --bow 2 --skip --tie --pool mean --batch-size 64 --lr 3e-3 --kl-schedule linear:0,3000 \
+		--patience 0 --select bleu --eval-every 500
 	@echo "--- five sentences from the prior (python cli.py sample $(RUN) -n 5 --decode beam)"
 	@$(PY) cli.py sample $(RUN) -n 5 --decode beam
 	@echo "--- two sentences and their reconstructions (python cli.py reconstruct $(RUN) ... --decode beam)"
 	@$(PY) cli.py reconstruct $(RUN) "$(A)" "$(B)" --decode beam
 	@echo "--- the homotopy between them (python cli.py homotopy $(RUN) ... --steps 5 --decode beam)"
 	@$(PY) cli.py homotopy $(RUN) "$(A)" "$(B)" --steps 5 --decode beam
-	@echo "--- content words kept by the reconstructions of validation sentences of up to 15 tokens (python bench/overlap.py $(RUN) --max-tokens 15)"
+	@echo "--- content words kept by the reconstructions of validation sentences of up to 15 words (python bench/overlap.py $(RUN) --max-tokens 15)"
 	@$(PY) bench/overlap.py $(RUN) --max-tokens 15 --limit 300
 	@echo "--- the run is in $(RUN): metrics.csv, config.json, best.pt, checkpoint.pt"
 
