@@ -28,7 +28,7 @@ from pyro_svae.data.corpus import gather  # noqa: E402
 from pyro_svae.devices import cpu_name  # noqa: E402
 from pyro_svae.evaluation.adversarial import unigram_counts  # noqa: E402
 from pyro_svae.models.networks import Encoder  # noqa: E402
-from pyro_svae.training.config import PRESETS, TrainConfig  # noqa: E402
+from pyro_svae.training.config import TrainConfig, config_from  # noqa: E402
 from pyro_svae.training.rundir import load_corpus  # noqa: E402
 from pyro_svae.training.run import train  # noqa: E402
 
@@ -97,7 +97,7 @@ def supervised_accuracy(split, labeled, test, c, classes, vocab_size, epochs, se
 def run(config, folder, out, log):
     if not os.path.isfile(os.path.join(out, "best.pt")):
         pyro.clear_param_store()
-        train(TrainConfig(data=folder, **config), out, log=log, progress=False)
+        train(config_from(data=folder, **config), out, log=log, progress=False)
     return out
 
 
@@ -116,7 +116,7 @@ def main():
         sys.exit(f"{source}: not found")
     budget = dict(max_steps=args.steps) if args.steps else dict(max_minutes=args.minutes)
     # the defaults of earlier versions (--preset plain), with which the README's table was measured
-    base = dict(labels="tab", patience=0, eval_every=250, device="cpu", **PRESETS["plain"], **budget)
+    base = dict(preset="plain", labels="tab", patience=0, eval_every=250, device="cpu", **budget)
     extra = {}
     for option in args.option:
         name, _, value = option.partition("=")

@@ -31,7 +31,7 @@ SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 # states what it takes of them, so that its name keeps its meaning as defaults change (the autoencoder
 # and bowman2015 presets set their own floor; bowman2015 its own rate).
 PLAIN = PRESETS["plain"]
-AE = dict(lr=2e-3, skip=False, bow=0.0)  # --preset autoencoder sets the floor (none)
+AE = {k: v for k, v in PLAIN.items() if k != "free_bits"}  # --preset autoencoder sets the floor (none)
 # name -> (preset, options, which checkpoint is evaluated)
 RECIPES = {
     "default": ("default", {}, "best"),  # the defaults of this version: fb1-skip-bow-lr1 below
@@ -68,7 +68,7 @@ RECIPES = {
     # at Bowman's learning rate (1e-3), which overfits the small corpora later than 2e-3: the defaults now
     "fb1-skip-bow-lr1": ("default", dict(skip=True, bow=1.0, free_bits=1.0, lr=1e-3), "best"),
     # the autoencoder of the skip connection's networks, trained for the whole budget: its channel's limit
-    "ae-skip": ("autoencoder", dict(AE, skip=True, bow=0.0, patience=0), "best"),
+    "ae-skip": ("autoencoder", dict(AE, skip=True, patience=0), "best"),
     # the autoencoder of skip-bow's networks (skip connection and bag-of-words term), the whole budget
     "ae-skip-bow": ("autoencoder", dict(AE, skip=True, bow=1.0, patience=0), "best"),
 }
