@@ -205,6 +205,7 @@ def test_a_checkpoint_written_before_checksums_still_loads(short_run):
     ("--iw-particles", "0", "--iw-particles 0"),
     ("--preset", "bowman", "--preset"),
     ("--bow", "-1", "--bow -1.0: must be >= 0"),
+    ("--lr-schedule", "linear", "--lr-schedule linear falls to 0 at the end of the run: give --max-steps"),
 ])
 def test_every_bad_option_value_is_one_line_before_any_work(corpus, tmp_path, run_cli, option, value, fragment):
     out = tmp_path / "never"

@@ -1,4 +1,5 @@
 import csv
+import math
 import os
 import signal
 
@@ -103,6 +104,31 @@ def test_learning_rate_decays_on_a_plateau_and_resumes(corpus, tmp_path, monkeyp
     first = train(tiny_config(corpus, max_steps=4, **cfg), str(tmp_path / "b"), log=quiet, progress=False)
     rest = train(out_dir=str(tmp_path / "b"), resume=True, overrides={"max_steps": 8}, log=quiet, progress=False)
     assert first["losses"] + rest["losses"] == whole["losses"]
+
+
+@pytest.mark.parametrize("schedule,factors", [
+    ("linear", [1 - s / 8 for s in range(8)]),
+    ("cosine", [0.5 * (1 + math.cos(math.pi * s / 8)) for s in range(8)]),
+])
+def test_the_lr_schedule_falls_to_zero_over_the_runs_steps(corpus, tmp_path, monkeypatch, schedule, factors):
+    from pyro_svae.training.optim import GlobalClipAdam
+
+    real, used = GlobalClipAdam.__call__, []
+
+    def spy(self, params, *args, **kwargs):  # the rate each step's update uses
+        real(self, params, *args, **kwargs)
+        used.append(self.adam.param_groups[0]["lr"])
+
+    monkeypatch.setattr(GlobalClipAdam, "__call__", spy)
+    cfg = dict(lr=0.01, lr_schedule=schedule, eval_every=2)
+    whole = train(tiny_config(corpus, max_steps=8, **cfg), str(tmp_path / "a"), log=quiet, progress=False)
+    assert used == pytest.approx([0.01 * f for f in factors])
+    lrs = [float(r["lr"]) for r in csv.DictReader(open(tmp_path / "a" / "metrics.csv"))]
+    assert lrs == pytest.approx([0.01 * (1 - s / 8) if schedule == "linear" else
+                                 0.005 * (1 + math.cos(math.pi * s / 8)) for s in (2, 4, 6, 8)])
+    shorter = train(tiny_config(corpus, max_steps=4, **cfg), str(tmp_path / "b"), log=quiet, progress=False)
+    assert shorter["losses"][:2] == whole["losses"][:2]  # the first update is at the full rate in both
+    assert shorter["losses"][2] != whole["losses"][2]  # then the shorter run's rate falls faster
 
 
 @needs_bf16

@@ -1,4 +1,4 @@
-"""KL-weight (beta) schedules, as functions of the training step.
+"""KL-weight (beta) schedules, as functions of the training step, and the learning rate's.
 
 Written ``name:arg,arg``:  constant[:b]  linear:start,steps  logistic:k,x0  cyclical:cycles,ratio
 """
@@ -74,3 +74,15 @@ def parse_schedule(spec, total_steps=None):
             raise SVAEError(f"bad KL schedule {spec!r}: cycles > 0 and 0 < ratio <= 1")
         schedule.total = int(total_steps)
     return schedule
+
+
+LR_SCHEDULES = ("constant", "linear", "cosine")
+
+
+def lr_factor(name, step, total):
+    """The learning rate's multiplier at ``step`` (0-based) of ``total``: 1 throughout (constant), or
+    falling from 1 to 0 over the run, in a straight line (linear) or half a cosine (cosine)."""
+    if name == "constant":
+        return 1.0
+    done = min(step / max(total, 1), 1.0)
+    return 1.0 - done if name == "linear" else 0.5 * (1.0 + math.cos(math.pi * done))

@@ -8,7 +8,7 @@ import os
 from ..data.sources import DOCUMENTS
 from ..data.store import StoreOptions, is_store, read_store_info
 from ..errors import SVAEError
-from ..inference.schedules import parse_schedule
+from ..inference.schedules import LR_SCHEDULES, parse_schedule
 from ..models.discrete import estimator, parse_mixture, parse_tau
 from ..models.guides import guide_class, make_guide
 from ..models.documents import DOCUMENT_GUIDES, is_chain_prior
@@ -145,6 +145,9 @@ OPTIONS = [
     Option('batch_size', 32, 'Sentences per minibatch.', check=AT_LEAST_1),
     Option('lr', 0.001, 'Adam learning rate.', check=POSITIVE),
     Option('lr_decay', 1.0, 'Multiply the learning rate by this after each validation without a better ELBO (1: off).', check=DECAY),
+    Option('lr_schedule', 'constant', 'constant, or linear / cosine: the learning rate falls from --lr to 0 over the '
+           'run\'s --max-steps (or --max-epochs), which a short budget ends on (Li et al. 2020, budgeted training).',
+           choices=LR_SCHEDULES),
     Option('clip_norm', 5.0, 'Clip the global gradient norm to this (0: off).', check=OFF_AT_0),
     Option('max_epochs', 0, 'Stop after this many epochs (0: no limit).', check=AT_LEAST_0, resumable=True),
     Option('max_steps', 0, 'Stop after this many steps in all (0: no limit).', check=AT_LEAST_0, resumable=True),
@@ -242,6 +245,8 @@ def check_config(c):
     else:
         _check_latent(c)
     parse_schedule(c.kl_schedule, c.max_steps or c.max_epochs or None)
+    if c.lr_schedule != "constant" and not (c.max_steps or c.max_epochs):
+        raise SVAEError(f"--lr-schedule {c.lr_schedule} falls to 0 at the end of the run: give --max-steps or --max-epochs")
 
 
 def _check_latent(c):

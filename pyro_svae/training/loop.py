@@ -17,6 +17,7 @@ from ..data.corpus import batch_order
 from ..data.tokenizers import vocab_hash
 from ..devices import check_amp, resolve_device
 from ..errors import SVAEError
+from ..inference.schedules import lr_factor
 from ..models.documents import is_chain_prior
 from ..models.labeled import is_class_prior
 from ..progress import progress_bar
@@ -138,6 +139,10 @@ class Trainer:
         if self.device.type == "cuda" and "cuda" in rng:
             torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
 
+    def lr_now(self):
+        """The learning rate of the next step: the run's (--lr, decayed by --lr-decay) times --lr-schedule's factor."""
+        return self.pos.lr * lr_factor(self.c.lr_schedule, self.pos.step, self.total_steps)
+
     # -- stop decisions -----------------------------------------------------------------------
     def time_up(self, started):
         return bool(self.c.max_minutes) and self.pos.minutes + (time.time() - started) / 60 >= self.c.max_minutes
@@ -173,6 +178,8 @@ class Trainer:
                 loss = _as_tensor(self.svi.last_loss, self.device).reshape(1).float() * weight
                 summed.append(world.sum_grads(params, weight, torch.cat([loss, _to_device(host, self.device)])))
             self.optim.sync = sync
+        if c.lr_schedule != "constant":
+            self.optim.set_lr(self.lr_now())
         self.family.before_step(self.pos.step, self.optim, self.log)
         # Pyro's validation checks shapes and supports of model and guide (our code, tested); off,
         # a step does less Python work. A bad step still stops the run:
@@ -276,7 +283,7 @@ class Trainer:
         now = time.time()
         values["tokens_per_s"] = window[1] / max(now - window[0], 1e-9)
         if self.experiment_log:
-            self.experiment_log.scalars(self.pos.step, {f"train/{k}": v for k, v in {**values, "lr": self.pos.lr}.items()})
+            self.experiment_log.scalars(self.pos.step, {f"train/{k}": v for k, v in {**values, "lr": self.lr_now()}.items()})
         post = {k: f"{v:.3f}" if k == "beta" else f"{v:.2f}" for k, v in values.items() if k != "tokens_per_s"}
         post["tok/s"] = f"{values['tokens_per_s']:.0f}"
         if self.c.max_minutes and not self.total_steps:
@@ -302,7 +309,7 @@ class Trainer:
         size = len(self.splits["train"])
         train_loss = sum(recent_losses) / len(recent_losses) / size if recent_losses else float("nan")
         row = {"step": p.step, "epoch": p.epoch, "beta": m["beta"], "train_loss": round(train_loss, 4),
-               **m["columns"], "lr": p.lr, "minutes": round(minutes, 3), **m["extra"]}
+               **m["columns"], "lr": self.lr_now(), "minutes": round(minutes, 3), **m["extra"]}
         saved_minutes, p.minutes = p.minutes, minutes
         state = self.state()  # on every process (a collective); process 0 writes
         p.minutes = saved_minutes
