@@ -32,14 +32,8 @@ def main():
     args = p.parse_args()
     vae = load(args.run, device="cpu", warn=lambda m: None)
     pyro.set_rng_seed(0)
-    split = vae.split(args.split)
-    texts = []
-    for i in range(len(split)):
-        if len(texts) == args.limit:
-            break
-        text = vae.tokenizer.decode(split.sentence(i))
-        if not args.max_tokens or len(text.split()) <= args.max_tokens:  # words, whatever the tokenizer
-            texts.append(text)
+    split = vae.split(args.split, limit=args.limit, max_words=args.max_tokens)  # words, whatever the tokenizer
+    texts = [vae.tokenizer.decode(split.sentence(i)) for i in range(len(split))]
     kept = []
     for start in range(0, len(texts), 50):
         chunk = texts[start : start + 50]

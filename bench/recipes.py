@@ -67,6 +67,11 @@ RECIPES = {
     "fb1-skip-bow-decay": ("default", dict(PLAIN, skip=True, bow=1.0, free_bits=1.0, lr_decay=0.5), "best"),
     # at Bowman's learning rate (1e-3), which overfits the small corpora later than 2e-3: the defaults now
     "fb1-skip-bow-lr1": ("default", dict(skip=True, bow=1.0, free_bits=1.0, lr=1e-3), "best"),
+    # the defaults without dropout (bowman2015 has none and does not overfit these corpora in the budget)
+    "d0": ("default", dict(dropout=0.0), "best"),
+    # the defaults with a learned prior, a mixture of 16 Gaussians (its component summed out): the
+    # aggregate posterior of a 32-nat code need not fill N(0, I)
+    "mix16": ("default", dict(prior="mixture:16"), "best"),
     # the autoencoder of the skip connection's networks, trained for the whole budget: its channel's limit
     "ae-skip": ("autoencoder", dict(AE, skip=True, patience=0), "best"),
     # the autoencoder of skip-bow's networks (skip connection and bag-of-words term), the whole budget

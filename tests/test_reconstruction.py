@@ -101,6 +101,28 @@ def test_evaluate_reports_reconstruction_overall_per_sentence_and_in_json(traine
     assert code == 0 and "reconstruction (greedy): BLEU" in stdout
 
 
+def test_evaluate_max_words_scores_the_first_sentences_of_at_most_that_many_words(trained_run, run_cli):
+    from pyro_svae import load
+
+    vae = load(trained_run, device="cpu")
+    whole = vae.split("valid")
+    texts = [vae.tokenizer.decode(whole.sentence(i)) for i in range(len(whole))]
+    lengths = sorted(len(t.split()) for t in texts)
+    n = lengths[len(lengths) // 2]
+    expected = [t for t in texts if len(t.split()) <= n][:5]
+    assert len(expected) == 5 and lengths[-1] > n > lengths[0] > 1  # the filter has work to do
+    split = vae.split("valid", limit=5, max_words=n)
+    assert [vae.tokenizer.decode(split.sentence(i)) for i in range(len(split))] == expected
+    code, stdout, err = run_cli("evaluate", trained_run, "--split", "valid", "--limit", "5", "--max-words", str(n),
+                                "--iw-samples", "2", "--json", "--quiet")
+    assert code == 0, err
+    rec = vae.reconstruction(split)["totals"]
+    assert json.loads(stdout)["reconstruction"]["sentences"] == 5
+    assert json.loads(stdout)["reconstruction"]["content_kept"] == pytest.approx(rec["content_kept"])
+    code, _, err = run_cli("evaluate", trained_run, "--split", "valid", "--max-words", str(lengths[0] - 1), "--quiet")
+    assert code != 0 and f"no sentence of at most {lengths[0] - 1} words" in err and len(err.strip().splitlines()) == 1
+
+
 def test_the_explorer_posterior_carries_the_reconstruction_bleu(trained_run):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient

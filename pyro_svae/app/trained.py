@@ -17,6 +17,7 @@ from ..devices import resolve_device
 from ..errors import SVAEError
 from ..evaluation.latent_map import latent_map
 from ..evaluation.metrics import evaluate
+from ..evaluation.reconstruction import first_sentences
 from ..models.documents import ChainVAE
 from ..models.labeled import LabeledVAE
 from ..training.rundir import load_corpus, load_run
@@ -91,10 +92,11 @@ class TrainedVAE(DocumentMeasures):
         """The model, conditioned on z or drawing it from the prior -> (z or None, tokens)."""
         return self.svae.decode(z, n, as_strategy(strategy, search), max_len or self.max_len)
 
-    def split(self, name="test", input_file=None, limit=0):
+    def split(self, name="test", input_file=None, limit=0, max_words=0):
         """An evaluation split: one of the run's (train/valid/test), or a text file encoded with
-        the run's tokenizer; ``limit`` keeps the first sentences only. An encoded split (EncodedSplit,
-        store.MappedSplit) passes through."""
+        the run's tokenizer; ``limit`` keeps the first sentences only, ``max_words`` only those of
+        at most that many words (of the decoded text, whatever the tokenizer). An encoded split
+        (EncodedSplit, store.MappedSplit) passes through."""
         if not isinstance(name, str):
             split = name
         elif input_file:
@@ -114,8 +116,14 @@ class TrainedVAE(DocumentMeasures):
             split = splits[name]
         if len(split) == 0:
             raise SVAEError(f"{input_file or 'the split'}: no sentence to evaluate")
+        if max_words:
+            fits = lambda ids: len(self.tokenizer.decode(ids).split()) <= max_words  # noqa: E731
+            picked = first_sentences(split, limit or len(split), fits)
+            if not picked:
+                raise SVAEError(f"{input_file or 'the split'}: no sentence of at most {max_words} words")
+            return EncodedSplit.from_lists(picked)
         if limit:
-            split = EncodedSplit.from_lists([split.sentence(i) for i in range(min(limit, len(split)))])
+            split = EncodedSplit.from_lists(first_sentences(split, limit))
         return split
 
     def evaluate(self, split="test", samples=500, **options):

@@ -98,17 +98,24 @@ def reconstruct_ids(svae, sentences, strategy=None, batch_size=64, max_len=None)
     return out
 
 
-def validation_sample(split, n=100, max_len=None):
-    """The fixed sample that validation reconstructs: the first ``n`` sentences of ``split`` of at
-    most ``max_len`` tokens (the lengths trained on), or its first ``n`` if none is that short."""
+def first_sentences(split, n, fits=None):
+    """The first ``n`` sentences of ``split`` (token-id lists) for which ``fits(ids)`` holds (all if
+    None); it reads no further than the n-th."""
     picked = []
     for i in range(len(split)):
         if len(picked) == n:
             break
         sentence = split.sentence(i)
-        if max_len is None or len(sentence) <= max_len:
+        if fits is None or fits(sentence):
             picked.append(sentence)
-    return picked or [split.sentence(i) for i in range(min(n, len(split)))]
+    return picked
+
+
+def validation_sample(split, n=100, max_len=None):
+    """The fixed sample that validation reconstructs: the first ``n`` sentences of ``split`` of at
+    most ``max_len`` tokens (the lengths trained on), or its first ``n`` if none is that short."""
+    picked = first_sentences(split, n, None if max_len is None else (lambda s: len(s) <= max_len))
+    return picked or first_sentences(split, n)
 
 
 def validation_bleu(svae, tokenizer, sentences):

@@ -61,6 +61,9 @@ def clusters(run, split, input_file, top, limit, as_json, seed, device, checkpoi
 @click.option("--chunk", type=click.IntRange(min=1), default=50, show_default=True,
               help="IW draws folded into the batch at once (memory: batch x chunk sentences).")
 @click.option("--limit", type=click.IntRange(min=0), default=0, help="Score the first N sentences only.")
+@click.option("--max-words", type=click.IntRange(min=0), default=0,
+              help="Only sentences of at most N words (whitespace words of the text, whatever the tokenizer; "
+                   "with --limit: the first N such sentences; 0: all).")
 @click.option("--per-sentence", type=click.Path(dir_okay=False), help="Write per-sentence results (JSON lines) here.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the totals as JSON.")
@@ -83,8 +86,8 @@ def clusters(run, split, input_file, top, limit, as_json, seed, device, checkpoi
               help="A run trained on a document store: score its documents (NLL per document and of each sentence "
                    "given the earlier ones; always so for --prior chain and for the LM of whole documents).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, per_sentence, seed, as_json, device,
-             checkpoint, refine, widen, amp, decode, beam, documents, quiet):
+def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, max_words, per_sentence, seed, as_json,
+             device, checkpoint, refine, widen, amp, decode, beam, documents, quiet):
     """Score a split: IW-NLL (K samples), ELBO, reconstruction, KL, both perplexities, MI, active units,
     and how much of each sentence its decoded posterior mean keeps (BLEU, token accuracy, content words).
 
@@ -94,8 +97,11 @@ def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, per_s
     if documents or whole_documents(vae.config["train"]):
         from .documents import report_documents
 
+        if max_words:
+            raise SVAEError("--max-words picks sentences: it is not for scoring documents")
+
         return report_documents(vae, split, input_file, iw_samples, batch_size, limit, seed, as_json, quiet)
-    data = vae.split(split, input_file, limit)
+    data = vae.split(split, input_file, limit, max_words)
     result = vae.evaluate(data, iw_samples, batch_size=batch_size, chunk=chunk, seed=seed, progress=not quiet,
                           amp=amp, refine=refine, widen=widen)
     totals = result["totals"]
