@@ -116,7 +116,9 @@ def test_evaluate_max_words_scores_the_first_sentences_of_at_most_that_many_word
     code, stdout, err = run_cli("evaluate", trained_run, "--split", "valid", "--limit", "5", "--max-words", str(n),
                                 "--iw-samples", "2", "--json", "--quiet")
     assert code == 0, err
-    rec = vae.reconstruction(split)["totals"]
+    rec = vae.reconstruction("valid", limit=5, max_words=n)["totals"]
+    same = vae.reconstruction(split)["totals"]
+    assert (rec["bleu"], rec["content_kept"], rec["sentences"]) == (same["bleu"], same["content_kept"], 5)
     assert json.loads(stdout)["reconstruction"]["sentences"] == 5
     assert json.loads(stdout)["reconstruction"]["content_kept"] == pytest.approx(rec["content_kept"])
     code, _, err = run_cli("evaluate", trained_run, "--split", "valid", "--max-words", str(lengths[0] - 1), "--quiet")
