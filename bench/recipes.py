@@ -72,6 +72,8 @@ RECIPES = {
     # the defaults with a learned prior, a mixture of 16 Gaussians (its component summed out): the
     # aggregate posterior of a 32-nat code need not fill N(0, I)
     "mix16": ("default", dict(prior="mixture:16"), "best"),
+    # the defaults without the bag-of-words term: at a 32-nat floor the floor, not the term, keeps the rate
+    "nobow": ("default", dict(bow=0.0), "best"),
     # the autoencoder of the skip connection's networks, trained for the whole budget: its channel's limit
     "ae-skip": ("autoencoder", dict(AE, skip=True, patience=0), "best"),
     # the autoencoder of skip-bow's networks (skip connection and bag-of-words term), the whole budget
