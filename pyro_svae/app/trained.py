@@ -116,14 +116,12 @@ class TrainedVAE(DocumentMeasures):
             split = splits[name]
         if len(split) == 0:
             raise SVAEError(f"{input_file or 'the split'}: no sentence to evaluate")
-        if max_words:
-            fits = lambda ids: len(self.tokenizer.decode(ids).split()) <= max_words  # noqa: E731
+        if limit or max_words:
+            fits = (lambda ids: len(self.tokenizer.decode(ids).split()) <= max_words) if max_words else None
             picked = first_sentences(split, limit or len(split), fits)
-            if not picked:
+            if not picked:  # only a length filter can leave none: the split is not empty
                 raise SVAEError(f"{input_file or 'the split'}: no sentence of at most {max_words} words")
-            return EncodedSplit.from_lists(picked)
-        if limit:
-            split = EncodedSplit.from_lists(first_sentences(split, limit))
+            split = EncodedSplit.from_lists(picked)
         return split
 
     def evaluate(self, split="test", samples=500, **options):

@@ -95,10 +95,9 @@ def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, max_w
     """
     vae = _explorer(run, device, checkpoint, seed)
     if documents or whole_documents(vae.config["train"]):
-        from .documents import report_documents
-
         if max_words:
             raise SVAEError("--max-words picks sentences: it is not for scoring documents")
+        from .documents import report_documents
 
         return report_documents(vae, split, input_file, iw_samples, batch_size, limit, seed, as_json, quiet)
     data = vae.split(split, input_file, limit, max_words)
