@@ -34,7 +34,7 @@ PLAIN = PRESETS["plain"]
 AE = {k: v for k, v in PLAIN.items() if k != "free_bits"}  # --preset autoencoder sets the floor (none)
 # name -> (preset, options, which checkpoint is evaluated)
 RECIPES = {
-    "default": ("default", {}, "best"),  # the defaults of this version: fb1-skip-bow-lr1 below
+    "default": ("default", {}, "best"),  # the defaults of this version: nobow below
     "plain": ("plain", {}, "best"),  # the defaults of earlier versions
     # the same networks with the KL weight ~0 and no floor: the channel's limit at this data and budget,
     # its checkpoint (and early stop) chosen by validation reconstruction BLEU, not by the ELBO at beta = 1
@@ -74,6 +74,9 @@ RECIPES = {
     "mix16": ("default", dict(prior="mixture:16"), "best"),
     # the defaults without the bag-of-words term: at a 32-nat floor the floor, not the term, keeps the rate
     "nobow": ("default", dict(bow=0.0), "best"),
+    # nobow with z read only by the decoder's initial state and the skip term, not fed at every step
+    # (bowman2015's decoder, which beats the LM on the small corpora, is not fed z)
+    "nobow-nofeed": ("default", dict(bow=0.0, feed_z=False), "best"),
     # the autoencoder of the skip connection's networks, trained for the whole budget: its channel's limit
     "ae-skip": ("autoencoder", dict(AE, skip=True, patience=0), "best"),
     # the autoencoder of skip-bow's networks (skip connection and bag-of-words term), the whole budget

@@ -59,8 +59,11 @@ def test_two_processes_take_the_steps_of_one_with_the_same_global_batch(corpus, 
     code, _, err = run_cli("train", *args, "--out", str(tmp_path / "one"))
     assert code == 0, err
     a, b = model(tmp_path / "one"), model(tmp_path / "two")
-    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5) for k in a), \
-        max(float((a[k] - b[k]).abs().max()) for k in a)
+    # summing two shares rounds differently from one batch, and Adam's normalized steps carry that
+    # into weights whose gradient is ~0: 3e-5 after 12 steps. Equal weights for the shares of 8 and
+    # 7 (the bug this guards against) move the same weight by 1.6e-2.
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-4) for k in a), \
+        max((float((a[k] - b[k]).abs().max()), k, float(a[k].abs().max())) for k in a)
     for r1, r2 in zip(metrics(tmp_path / "one"), metrics(tmp_path / "two"), strict=True):
         # the global batch's loss, and validation shared between the two processes and summed
         assert float(r1["train_loss"]) == pytest.approx(float(r2["train_loss"]), rel=1e-5)

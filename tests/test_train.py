@@ -237,7 +237,7 @@ def test_presets_give_defaults_that_options_override(corpus, tmp_path, run_cli):
     bowman = config_from("bowman2015", z_dim=8)
     assert (bowman.z_dim, bowman.free_bits, bowman.kl_schedule, bowman.patience) == (8, 0.0, "logistic:0.0025,2500", 0)
     assert TrainConfig().free_bits > 0 and TrainConfig().patience > 0  # the default keeps the latent, stops early
-    assert (TrainConfig().skip, TrainConfig().bow, bowman.skip, bowman.bow) == (True, 1.0, False, 0.0)
+    assert (TrainConfig().skip, TrainConfig().bow, bowman.skip, bowman.bow) == (True, 0.0, False, 0.0)
     # the LM has no z to read or to predict words from: both are off unless given, and then an error
     for lm in (TrainConfig(model="lm"), config_from(model="lm"), config_from("bowman2015", model="lm")):
         assert (lm.skip, lm.bow) == (False, 0.0)

@@ -57,8 +57,8 @@ PRESETS = {
     "bowman2015": dict(emb_dim=353, hidden=191, z_dim=13, dropout=0.0, free_bits=0.0, word_keep=0.75,
                        kl_schedule="logistic:0.0025,2500", batch_size=32, lr=1e-3, patience=0, feed_z=False,
                        bidirectional=False, skip=False, bow=0.0),
-    # the defaults of earlier versions: a 16-nat floor, Adam 2e-3, neither the skip connection nor the
-    # bag-of-words term (their latent keeps less of a sentence; docs/results.md compares them)
+    # the defaults of earlier versions: a 16-nat floor, Adam 2e-3, no skip connection (their latent
+    # keeps less of a sentence; docs/results.md compares them)
     "plain": dict(free_bits=0.5, lr=2e-3, skip=False, bow=0.0),
     # Li et al. 2019: the defaults after 1,000 steps of autoencoder pretraining and a reset decoder
     "li2019": dict(pretrain_steps=1000),
@@ -71,8 +71,8 @@ PRESETS = {
 # except z_dim: 32, where a floor of 1 nat on each dimension keeps ~32 nats (docs/results.md measures it).
 OPTIONS = [
     Option('preset', 'default', 'A named set of defaults that your options override: default (keeps the latent '
-           'in use: free bits, the skip connection and bag-of-words term, dropout, early stopping), plain (the defaults '
-           'of earlier versions: free bits 0.5, lr 2e-3, no skip connection or bag-of-words term), bowman2015 (the '
+           'in use: free bits, the skip connection, dropout, early stopping), plain (the defaults '
+           'of earlier versions: free bits 0.5, lr 2e-3, no skip connection), bowman2015 (the '
            'original recipe, which collapses), li2019 '
            '(autoencoder pretraining, then a reset decoder) or autoencoder (KL weight ~0, chosen by reconstruction).',
            choices=tuple(PRESETS)),
@@ -132,8 +132,9 @@ OPTIONS = [
            ' non-diag guide the total KL is floored at this x z-dim; 0: off).', check=OFF_AT_0),
     Option('skip', True, "z also adds a learned linear term to the decoder's logits at every step (a skip connection "
            "past the LSTM, Dieng et al. 2019)."),
-    Option('bow', 1.0, "Weight of a bag-of-words term in training: the sentence's words predicted from z alone (Zhao"
-           " et al. 2017), so that z carries them early; 0: off. Evaluation and decoding do not use it.", check=OFF_AT_0),
+    Option('bow', 0.0, "Weight of a bag-of-words term in training: the sentence's words predicted from z alone (Zhao"
+           " et al. 2017), so that z carries them early; 0: off (the default: with the KL floor it costs likelihood"
+           " and keeps no more of the sentence). Evaluation and decoding do not use it.", check=OFF_AT_0),
     Option('pretrain_steps', 0, 'Train as an autoencoder (beta ~ 0) for N steps, then re-initialize the decoder (Li et al. '
            '2019).', check=AT_LEAST_0),
     Option('iw_particles', 1, 'K > 1: train on the K-sample importance-weighted bound (IWAE, Burda et al. 2016), which '
