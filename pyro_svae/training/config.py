@@ -134,7 +134,7 @@ OPTIONS = [
            "past the LSTM, Dieng et al. 2019)."),
     Option('bow', 0.0, "Weight of a bag-of-words term in training: the sentence's words predicted from z alone (Zhao"
            " et al. 2017), so that z carries them early; 0: off (the default: with the KL floor it costs likelihood"
-           " and keeps no more of the sentence). Evaluation and decoding do not use it.", check=OFF_AT_0),
+           " and keeps about as much of the sentence). Evaluation and decoding do not use it.", check=OFF_AT_0),
     Option('pretrain_steps', 0, 'Train as an autoencoder (beta ~ 0) for N steps, then re-initialize the decoder (Li et al. '
            '2019).', check=AT_LEAST_0),
     Option('iw_particles', 1, 'K > 1: train on the K-sample importance-weighted bound (IWAE, Burda et al. 2016), which '
