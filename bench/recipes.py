@@ -72,7 +72,8 @@ RECIPES = {
     # the defaults with a learned prior, a mixture of 16 Gaussians (its component summed out): the
     # aggregate posterior of a 32-nat code need not fill N(0, I)
     "mix16": ("default", dict(prior="mixture:16"), "best"),
-    # the defaults without the bag-of-words term: at a 32-nat floor the floor, not the term, keeps the rate
+    # the earlier defaults (fb1-skip-bow-lr1) without the bag-of-words term, the defaults since: at a
+    # 32-nat floor the floor, not the term, keeps the rate (bow=0.0 stated, so the row keeps its meaning)
     "nobow": ("default", dict(bow=0.0), "best"),
     # nobow with z read only by the decoder's initial state and the skip term, not fed at every step
     # (bowman2015's decoder, which beats the LM on the small corpora, is not fed z)
