@@ -71,7 +71,7 @@ SCRIPTS = {
                                  "--iw-samples", "2", "--chunk", "2", "--amp", "off", "--device", "cpu"],
     "recipes.py": lambda root, run: ["--corpus-dir", f"{root}/plain", "--recipes", "default,ae,lm", "--minutes", "0",
                                      "--steps", "4", "--iw-samples", "2", "--limit", "5", "--work", f"{root}/recipes",
-                                     "--refine", "2"],
+                                     "--refine", "2", "--refine-iw", "2"],
     "scale.py": lambda root, run: ["--ptb", f"{root}/ptb", "--work", f"{root}/scale", "--sizes", "1",
                                    "--train-sizes", "1", "--steps", "2", "--processes", "1"],
     "speed.py": lambda root, run: ["--data", f"{root}/ptb", "--vocab-size", "50", "--emb-dim", "8", "--hidden", "8",

@@ -67,6 +67,51 @@ def test_a_refined_proposal_keeps_the_estimate_valid_and_tightens_it():
     assert all(torch.equal(before[k], v) for k, v in svae.state_dict().items())
 
 
+def test_a_proposal_refined_on_the_iw_bound_keeps_the_estimate_valid_and_tightens_it():
+    # a decoder that reads z1 + z2 alone: the posterior is a ridge along z1 - z2, which a diagonal q
+    # fitted to the ELBO covers too narrowly, and one fitted to the IW bound covers more widely
+    torch.manual_seed(0)
+    svae = SentenceVAE(ModelConfig(vocab_size=8, emb_dim=4, hidden=6, z_dim=2)).eval()
+    with torch.no_grad():
+        svae.decoder.init.weight[:, 1] = svae.decoder.init.weight[:, 0]
+        svae.decoder.init.weight.mul_(4.0)
+    sentences = [[4, 5, 6], [7], [3, 3, 5, 6, 7]]
+    split = EncodedSplit.from_lists(sentences)
+    before = {k: v.clone() for k, v in svae.state_dict().items()}
+    u = torch.linspace(-12, 12, 6001)  # log p(x) = log of the integral of p(x | z1 + z2 = u) N(u; 0, 2) du
+    exact = []
+    with torch.no_grad():
+        for tokens in sentences:
+            one = make_batch([tokens]).repeat(len(u))
+            z = torch.stack([u / 2, u / 2], 1)
+            trace = poutine.trace(poutine.condition(svae.model, data={"z": z})).get_trace(one)
+            joint = trace.nodes["x"]["fn"].log_prob(one.targets) + torch.distributions.Normal(0, 2 ** 0.5).log_prob(u)
+            exact.append(-float(torch.logsumexp(joint, 0) + math.log(float(u[1] - u[0]))))
+    options = dict(refine=50, refine_iw=50, refine_draws=8)
+    many = evaluate(svae, split, samples=20000, chunk=5000, progress=False, **options)
+    assert [r["nll"] for r in many["sentences"]] == pytest.approx(exact, abs=0.02)  # still log p(x)
+    assert many["totals"]["refine_iw_steps"] == 50 and many["totals"]["refine_draws"] == 8
+    # with 3 draws the proposal fitted to the IW bound is the closer one (errors >= 0 on average)
+    error = {}
+    for name, extra in (("elbo", dict(refine=50)), ("iw", options)):
+        rows = [evaluate(svae, split, samples=3, seed=seed, progress=False, **extra)["sentences"] for seed in range(20)]
+        error[name] = sum(r["nll"] - e for run in rows for r, e in zip(run, exact)) / 20
+    assert error["elbo"] > 0.05 and error["iw"] < 0.4 * error["elbo"], error
+    assert all(torch.equal(before[k], v) for k, v in svae.state_dict().items())
+
+
+def test_refining_on_the_iw_bound_needs_reparameterized_latents_with_a_density():
+    split = EncodedSplit.from_lists([[4, 5, 6], [7]])
+    for config, message in ((dict(z_dim=2, guide="delta"), "needs a guide with a density"),
+                            (dict(latent="categorical:2,3"), "needs reparameterized latents")):
+        torch.manual_seed(0)
+        svae = SentenceVAE(ModelConfig(vocab_size=8, emb_dim=4, hidden=6, **config)).eval()
+        with pytest.raises(SVAEError, match=message):
+            evaluate(svae, split, samples=3, refine_iw=2, progress=False)
+    with pytest.raises(SVAEError, match="--refine-draws 0: must be at least 1"):
+        evaluate(one_d_model(), split, samples=3, refine_iw=2, refine_draws=0, progress=False)
+
+
 def test_iw_nll_is_below_the_negative_elbo_for_every_sentence(trained_run):
     from pyro_svae.evaluation.metrics import validate
 
@@ -192,6 +237,12 @@ def test_refined_evaluation_reports_the_amortized_guide_beside_it(trained_run, r
     assert code == 0
     assert f"NLL      {refined['nll']:.2f} nats/sentence  (IW, K=50, q refined by 10 steps)" in out
     assert f"refined  ELBO {refined['elbo_amortized']:.2f} (amortized q) -> {refined['elbo']:.2f}" in out
+    fitted = vae.evaluate(split, samples=50, progress=False, refine=10, refine_iw=5, refine_draws=4)["totals"]
+    code, out, _ = run_cli("evaluate", trained_run, "--split", "valid", "--limit", "40", "--iw-samples", "50",
+                           "--refine", "10", "--refine-iw", "5", "--refine-draws", "4", "--quiet")
+    assert code == 0
+    assert (f"NLL      {fitted['nll']:.2f} nats/sentence  (IW, K=50, q refined by 10 steps, then 5 steps on its "
+            f"4-draw IW bound)") in out
 
 
 @needs_bf16
