@@ -2,18 +2,15 @@
 each sentence and improve them by SVI steps with the model fixed. The per-sentence parameters are
 the encoder summaries h that the guide's head turns into q(z|x), so every family can be refined.
 The ELBO gained measures the amortization gap; the refined q is also a better proposal for the
-importance-weighted NLL (evaluation.evaluate(refine=N)). An ELBO-optimal q is mode-seeking, narrower than
-the posterior; refine_iw fits it to the importance-weighted bound instead (Burda et al. 2016), the
-proposal that the IW estimate of log p(x) wants."""
+importance-weighted NLL (evaluation.evaluate(refine=N)); evaluation.metrics.refine_proposal fits it further to
+the importance-weighted bound itself."""
 
 import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
-from pyro.poutine.util import site_is_subsample
 
 from ..data.corpus import gather, sorted_batches
 from ..devices import forked_rng
-from ..errors import SVAEError
 from ..models.networks import frozen
 
 
@@ -45,32 +42,6 @@ def refine_summaries(svae, batch, h, steps, lr=0.05, amp="off"):
         for _ in range(steps):
             optimizer.zero_grad()
             loss.differentiable_loss(svae.model, guide, batch).backward()
-            optimizer.step()
-    return h.detach()
-
-
-def refine_iw(svae, batch, h, steps, draws=8, lr=0.02, amp="off"):
-    """h [B, H] -> h [B, H] after ``steps`` Adam steps on the ``draws``-draw importance-weighted
-    bound of q(z|x) = head(h), each sentence's h on its own; the model's parameters must be frozen.
-    The bound's gradient is the reparameterized one, so every latent site must have rsample."""
-    from ..evaluation.metrics import iw_log_likelihood
-
-    if svae.posterior.point_estimate:
-        raise SVAEError("refining q on the importance-weighted bound needs a guide with a density, not delta")
-    with torch.no_grad():
-        trace = poutine.trace(svae.guide_given).get_trace(h)
-    discrete = [name for name, site in trace.nodes.items() if site["type"] == "sample"
-                and not site_is_subsample(site) and not getattr(site["fn"], "has_rsample", False)]
-    if discrete:
-        raise SVAEError(f"refining q on the importance-weighted bound needs reparameterized latents; "
-                        f"{', '.join(discrete)} is discrete")
-    h = h.detach().clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([h], lr=lr)
-    with torch.enable_grad():
-        for _ in range(steps):
-            optimizer.zero_grad()
-            log_px, _, _ = iw_log_likelihood(svae, batch, draws, draws, amp, h)
-            (-log_px.sum()).backward()
             optimizer.step()
     return h.detach()
 
