@@ -4,12 +4,12 @@ import math
 
 import torch
 from pyro import poutine
-from pyro.poutine.util import site_is_subsample
 
 from ..data.corpus import gather, sorted_batches
 from ..devices import check_amp, forked_rng
 from ..errors import SVAEError
 from ..inference.kl import elbo_terms, latent_kl  # noqa: F401 (latent_kl: the API's name)
+from ..inference.objectives import latent_sites
 from ..models.guides import SingleSite
 
 
@@ -104,8 +104,7 @@ def refine_proposal(svae, batch, h, steps, draws=8, lr=0.02, amp="off"):
         raise SVAEError("refining q on the importance-weighted bound needs a guide with a density, not delta")
     with torch.no_grad():
         trace = poutine.trace(svae.guide_given).get_trace(h)
-    discrete = [name for name, site in trace.nodes.items() if site["type"] == "sample"
-                and not site_is_subsample(site) and not getattr(site["fn"], "has_rsample", False)]
+    discrete = [name for name in latent_sites(trace) if not trace.nodes[name]["fn"].has_rsample]
     if discrete:
         raise SVAEError(f"refining q on the importance-weighted bound needs reparameterized latents; "
                         f"{', '.join(discrete)} is discrete")
