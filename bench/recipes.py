@@ -82,6 +82,9 @@ RECIPES = {
     "nofeed-fb08": ("default", dict(bow=0.0, feed_z=False, free_bits=0.8), "best"),
     # between the two: a 28.8-nat floor
     "nofeed-fb09": ("default", dict(bow=0.0, feed_z=False, free_bits=0.9), "best"),
+    # the same with best.pt and early stopping by the validation bound with the KL floored as training
+    # floors it: below the floor that follows the reconstruction, where the ELBO stops the small corpora early
+    "nofeed-fb09-floored": ("default", dict(bow=0.0, feed_z=False, free_bits=0.9, select="floored"), "best"),
     # the autoencoder of the skip connection's networks, trained for the whole budget: its channel's limit
     "ae-skip": ("autoencoder", dict(AE, skip=True, patience=0), "best"),
     # the autoencoder of skip-bow's networks (skip connection and bag-of-words term), the whole budget

@@ -52,7 +52,7 @@ def metrics(run):
 def test_two_processes_take_the_steps_of_one_with_the_same_global_batch(corpus, tmp_path, run_cli):
     # 15 sentences a step: shares of 8 and 7, so each process's gradient must count by its share
     args = ["--data", str(corpus), "--max-steps", "12", "--eval-every", "6", *TINY, *DETERMINISTIC,
-            "--batch-size", "15"]
+            "--batch-size", "15", "--select", "floored", "--free-bits", "2"]
     two = torchrun(*args, "--out", str(tmp_path / "two"))
     assert two.returncode == 0, two.stderr[-3000:]
     assert "training with 2 processes (gloo), 15 sentences per step in all" in two.stderr
@@ -68,6 +68,7 @@ def test_two_processes_take_the_steps_of_one_with_the_same_global_batch(corpus, 
         # the global batch's loss, and validation shared between the two processes and summed
         assert float(r1["train_loss"]) == pytest.approx(float(r2["train_loss"]), rel=1e-5)
         assert float(r1["val_elbo"]) == pytest.approx(float(r2["val_elbo"]), rel=1e-5)
+        assert float(r1["val_floored"]) == pytest.approx(float(r2["val_floored"]), rel=1e-5)
 
 
 def test_two_process_resume_equals_the_uninterrupted_two_process_run(corpus, tmp_path):

@@ -106,6 +106,25 @@ def test_refining_on_the_iw_bound_needs_reparameterized_latents_with_a_density()
         evaluate(one_d_model(), split, samples=3, refine_iw=2, refine_draws=0, progress=False)
 
 
+@pytest.mark.parametrize("where", ["median", "above every dimension"])
+def test_validation_shortfall_is_the_floor_less_the_split_average_kl_of_each_dimension(trained_run, where):
+    from pyro_svae.evaluation.metrics import validate
+
+    vae = load(trained_run, device="cpu")
+    split = vae.split("valid")
+    vae.svae.eval()
+    with torch.no_grad():  # independently: the encoder's q(z|x) = N(mu, sigma^2) against N(0, I), by hand
+        q = vae.svae.q(make_batch([split.sentence(i) for i in range(len(split))])).base_dist
+    kl_dims = (0.5 * (q.loc ** 2 + q.scale ** 2 - 1) - q.scale.log()).mean(0)  # [D], averaged over the split
+    floor = float(kl_dims.median()) if where == "median" else float(kl_dims.max()) + 1.0
+    expected = float((floor - kl_dims).clamp(min=0).sum())
+    m = validate(vae.svae, split, batch_size=7, free_bits=floor)  # batches of 7: the floor is on the split
+    assert expected > 0 and m["shortfall"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    assert m["elbo"] == validate(vae.svae, split, batch_size=7)["elbo"]  # the ELBO's draws are the same
+    if where != "median":  # every dimension below the floor: ELBO - shortfall = -rec - the floor
+        assert m["elbo"] - m["shortfall"] == pytest.approx(-m["rec"] - floor * len(kl_dims), rel=1e-5)
+
+
 def test_iw_nll_is_below_the_negative_elbo_for_every_sentence(trained_run):
     from pyro_svae.evaluation.metrics import validate
 

@@ -164,3 +164,25 @@ def test_select_picks_best_checkpoint_and_patience_by_that_score(corpus, tmp_pat
     assert len(rows) >= 5 and len(scans) == 1  # the validation sample is chosen once per run
     if select == "bleu":  # three validations after the best one, none better: patience stops the run
         assert best == 20 and summary["step"] == 50 and summary["stopped"] == "early stopping"
+
+
+def test_select_floored_picks_best_by_the_bound_with_the_kl_counted_as_training_counts_it(corpus, tmp_path):
+    import csv
+
+    import torch
+
+    from pyro_svae import train
+
+    from conftest import quiet, tiny_config
+
+    out = tmp_path / "run"  # a floor of 5 nats on each of 4 dimensions: above what any dimension holds
+    train(tiny_config(corpus, max_steps=80, eval_every=10, lr=3e-3, free_bits=5.0, select="floored",
+                      kl_schedule="constant"), str(out), log=quiet, progress=False)
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    column = lambda name: [float(r[name]) for r in rows]  # noqa: E731
+    assert all(kl < 20.0 for kl in column("val_kl"))
+    # below the floor the KL counts as the floor: the score is -reconstruction - 20, whatever the KL
+    assert column("val_floored") == pytest.approx([-rec - 20.0 for rec in column("val_rec")], abs=2e-4)
+    floored, elbo = column("val_floored"), column("val_elbo")
+    best = torch.load(out / "best.pt", weights_only=True)["position"]["step"]
+    assert best == int(rows[floored.index(max(floored))]["step"]) != int(rows[elbo.index(max(elbo))]["step"])

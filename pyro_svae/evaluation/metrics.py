@@ -8,22 +8,25 @@ from pyro import poutine
 from ..data.corpus import gather, sorted_batches
 from ..devices import check_amp, forked_rng
 from ..errors import SVAEError
-from ..inference.kl import elbo_terms, latent_kl  # noqa: F401 (latent_kl: the API's name)
-from ..inference.objectives import latent_sites
+from ..inference.kl import elbo_terms, latent_kl, latent_traces  # noqa: F401 (latent_kl: the API's name)
+from ..inference.objectives import floor_shortfall, latent_sites, unit_kls
 from ..models.guides import SingleSite
 
 
 @torch.inference_mode()
-def validate(svae, split, batch_size=64, seed=0, iw_samples=0, world=None):
+def validate(svae, split, batch_size=64, seed=0, iw_samples=0, world=None, free_bits=0.0):
     """Mean ELBO, reconstruction and KL per sentence over ``split``, and the ELBO perplexity bound
     exp(-sum ELBO / tokens), tokens counting </s>. iw_samples = K > 0: also the mean K-sample
-    importance-weighted bound "iw" (the ELBO terms then average the same K draws). Each batch
-    draws from its own seed, so ``world`` (distributed.World) can share the batches among
-    processes and sum their totals: the same numbers as one process. Leaves the global RNG as
-    it found it."""
+    importance-weighted bound "iw" (the ELBO terms then average the same K draws). free_bits:
+    also "shortfall", how far the split's KL falls below that floor (``kl_floor``'s units, their
+    KL averaged over the split), so that ELBO - shortfall is the bound with the KL counted as
+    training counts it. Each batch draws from its own seed, so ``world`` (distributed.World) can
+    share the batches among processes and sum their totals: the same numbers as one process.
+    Leaves the global RNG as it found it."""
     was_training = svae.training
     svae.eval()
     totals = dict.fromkeys(("rec", "kl", "iw", "tokens", "sentences"), 0.0)
+    floor = _FloorTotals(free_bits if svae.z_dim else 0.0)
     with forked_rng(svae.device):
         for i, positions in enumerate(sorted_batches(split, batch_size)):
             if world is not None and i % world.size != world.rank:
@@ -39,9 +42,12 @@ def validate(svae, split, batch_size=64, seed=0, iw_samples=0, world=None):
             totals["kl"] += float(kl.sum())
             totals["tokens"] += batch.num_tokens()
             totals["sentences"] += batch.size
+            floor.add(svae, batch)
     svae.train(was_training)
     if world is not None:
-        totals = dict(zip(totals, world.sum(list(totals.values()), svae.device)))
+        summed = world.sum(list(totals.values()) + floor.values(), svae.device)
+        totals = dict(zip(totals, summed))
+        floor.set(summed[len(totals):])
     n = max(totals["sentences"], 1)
     elbo = totals["rec"] - totals["kl"]
     return {
@@ -50,9 +56,38 @@ def validate(svae, split, batch_size=64, seed=0, iw_samples=0, world=None):
         "kl": totals["kl"] / n,
         "ppl_bound": math.exp(min(-elbo / max(totals["tokens"], 1), 700.0)),
         **({"iw": totals["iw"] / n} if iw_samples else {}),
+        **({"shortfall": floor.shortfall(n)} if floor.free_bits else {}),
         "sentences": int(totals["sentences"]),
         "tokens": int(totals["tokens"]),
     }
+
+
+class _FloorTotals:
+    """The free-bits floor's units summed over validation batches (``validate``)."""
+
+    def __init__(self, free_bits):
+        self.free_bits, self.units, self.pooled, self.pooled_dims = free_bits, None, 0.0, 0
+
+    def add(self, svae, batch):
+        if not self.free_bits:
+            return
+        units, pooled, self.pooled_dims = unit_kls(*latent_traces(svae, batch))
+        units = torch.cat([u.sum(0) for u in units]) if units else torch.zeros(0, device=svae.device)
+        self.units = units if self.units is None else self.units + units
+        self.pooled += float(pooled.sum()) if self.pooled_dims else 0.0
+
+    def values(self):
+        return (self.units.tolist() if self.units is not None else []) + [self.pooled]
+
+    def set(self, values):
+        if self.units is not None:
+            self.units = torch.tensor(values[:-1], dtype=self.units.dtype)
+        self.pooled = values[-1]
+
+    def shortfall(self, n):
+        """sum over units of max(0, floor - the unit's KL averaged over the n sentences)."""
+        units = [self.units / n] if self.units is not None else []
+        return float(floor_shortfall(units, torch.tensor(self.pooled / n), self.pooled_dims, self.free_bits))
 
 
 def iw_log_likelihood(svae, batch, samples=500, chunk=50, amp="off", h=None, widen=1.0):

@@ -18,10 +18,16 @@ def elbo_terms(svae, batch):
     return rec, kl
 
 
+def latent_traces(svae, batch):
+    """-> (guide trace, prior trace replayed on the guide's draws): the latent sites' q and p,
+    without running the decoder."""
+    guide_tr = poutine.trace(svae.guide).get_trace(batch)
+    return guide_tr, poutine.trace(poutine.replay(svae.prior.sample, trace=guide_tr)).get_trace(batch.size, svae.device)
+
+
 def latent_kl(svae, batch):
     """KL(q(z|x) || p(z)) per sentence [B], without running the decoder."""
-    guide_tr = poutine.trace(svae.guide).get_trace(batch)
-    prior_tr = poutine.trace(poutine.replay(svae.prior.sample, trace=guide_tr)).get_trace(batch.size, svae.device)
+    guide_tr, prior_tr = latent_traces(svae, batch)
     return sum(kl_term(guide_tr.nodes[s]["fn"], prior_tr.nodes[s]["fn"], guide_tr.nodes[s]["value"])
                for s in svae.latent_sites)
 

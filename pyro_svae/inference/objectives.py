@@ -38,20 +38,37 @@ def kl_floor(guide_trace, model_trace, free_bits):
     parameters detached, so that a learned prior still fits the posteriors below the floor. A later
     site's prior may read an earlier draw (p(z2 | z1), p(z | c)); detaching it would cut that path
     too and let the encoder feel the KL, so there the floored prior gets no gradient."""
-    kl, shortfall, pooled, pooled_dims = 0.0, 0.0, 0.0, 0
+    units, pooled, pooled_dims = unit_kls(guide_trace, model_trace)
+    kl = sum((u.mean(0).sum() for u in units), 0.0) + (pooled.mean(0) if pooled_dims else 0.0)
+    sites = latent_sites(guide_trace)
+    if sites and _learned(model_trace.nodes[sites[0]]["fn"]):
+        units, pooled, pooled_dims = unit_kls(guide_trace, model_trace, detach_first=True)
+    means = [u.mean(0) for u in units]
+    return kl, floor_shortfall(means, pooled.mean(0) if pooled_dims else 0.0, pooled_dims, free_bits)
+
+
+def unit_kls(guide_trace, model_trace, detach_first=False):
+    """The latent sites' KL(q || p) by the floor's units: -> (units, pooled, pooled_dims), units a
+    list of [B, U] (a diagonal Gaussian's dimensions, a code's variables), pooled [B] the KL of
+    every other site summed (0.0 if none), pooled_dims their dimensions. detach_first: the first
+    site's prior parameters as constants (``kl_floor``)."""
+    units, pooled, pooled_dims = [], 0.0, 0
     for i, name in enumerate(latent_sites(guide_trace)):
-        units, per_unit = site_kl(name, guide_trace, model_trace)
-        kl = kl + units.mean(0).sum()
-        if i == 0 and _learned(model_trace.nodes[name]["fn"]):
-            units, _ = site_kl(name, guide_trace, model_trace, detach_prior=True)
-        units = units.mean(0)  # [U] or a scalar
+        kl, per_unit = site_kl(name, guide_trace, model_trace, detach_prior=detach_first and i == 0)
         if per_unit:
-            shortfall = shortfall + (free_bits - units).clamp(min=0).sum()
+            units.append(kl)
         else:
-            pooled, pooled_dims = pooled + units, pooled_dims + guide_trace.nodes[name]["value"].shape[-1]
+            pooled, pooled_dims = pooled + kl, pooled_dims + guide_trace.nodes[name]["value"].shape[-1]
+    return units, pooled, pooled_dims
+
+
+def floor_shortfall(unit_means, pooled_mean, pooled_dims, free_bits):
+    """sum over units of max(0, floor - KL_unit), from the units' batch-averaged KLs ([U] each) and
+    the pooled sites' (a scalar, whose floor is ``free_bits`` x ``pooled_dims``)."""
+    shortfall = sum(((free_bits - u).clamp(min=0).sum() for u in unit_means), 0.0)
     if pooled_dims:
-        shortfall = shortfall + (free_bits * pooled_dims - pooled).clamp(min=0)
-    return kl, shortfall
+        shortfall = shortfall + (free_bits * pooled_dims - pooled_mean).clamp(min=0)
+    return shortfall
 
 
 def site_kl(name, guide_trace, model_trace, detach_prior=False):

@@ -157,9 +157,10 @@ OPTIONS = [
     Option('patience', 4, 'Stop after N validations without a better score (see --select; 0: never).', check=AT_LEAST_0,
            resumable=True),
     Option('select', 'elbo', "The validation score that picks best.pt and counts against --patience: elbo (the bound "
-           "trained on) or bleu (the greedy reconstruction BLEU of the first 100 validation sentences of at most "
-           "--max-len tokens: an autoencoder's).",
-           choices=('elbo', 'bleu')),
+           "trained on), floored (that bound with the KL counted as at least the --free-bits floor, as training "
+           "counts it: below the floor it follows the reconstruction; the sentence VAE's) or bleu (the greedy "
+           "reconstruction BLEU of the first 100 validation sentences of at most --max-len tokens: an autoencoder's).",
+           choices=('elbo', 'floored', 'bleu')),
     Option('log', 'csv', 'Experiment log beside metrics.csv (always written): csv (that alone), tensorboard '
            '(RUN/tensorboard) or mlflow (RUN/mlflow.db, a SQLite store); each backend is an optional extra.', choices=BACKENDS,
            resumable=True),
@@ -241,8 +242,8 @@ def check_config(c):
             raise SVAEError("--bow predicts words from z: it is for a VAE, not --model lm")
         if c.skip:
             raise SVAEError("--skip adds z to the logits: it is for a VAE, not --model lm")
-        if c.select == "bleu":
-            raise SVAEError("--select bleu scores reconstructions: it is for a VAE, not --model lm")
+        if c.select != "elbo":
+            raise SVAEError(f"--select {c.select} is for a VAE; the LM is selected by its likelihood (elbo)")
     else:
         _check_latent(c)
     parse_schedule(c.kl_schedule, c.max_steps or c.max_epochs or None)
@@ -260,9 +261,9 @@ def _check_latent(c):
                             "documents) or --documents lines (a document per line)")
         if c.guide not in DOCUMENT_GUIDES:
             raise SVAEError(f"--prior chain: use --guide {', '.join(DOCUMENT_GUIDES)}, not {c.guide!r}")
-        if c.iw_particles > 1 or c.pretrain_steps or c.latent != "gaussian" or c.select == "bleu":
+        if c.iw_particles > 1 or c.pretrain_steps or c.latent != "gaussian" or c.select != "elbo":
             raise SVAEError("--prior chain trains on its ELBO: no --iw-particles, --pretrain-steps, --latent or "
-                            "--select bleu")
+                            "--select other than elbo")
         if c.init_decoder or c.init_from:
             raise SVAEError("--prior chain: --init-decoder and --init-from are for the sentence VAE")
         return
@@ -279,8 +280,9 @@ def _check_latent(c):
             raise SVAEError(f"--prior class: q(z | x, y) is a single-site guide over a Gaussian z, not {c.guide!r}")
         if c.iw_particles > 1 or c.pretrain_steps:
             raise SVAEError("--prior class trains on its enumerated ELBO: no --iw-particles or --pretrain-steps")
-        if c.init_decoder or c.init_from or c.select == "bleu":
-            raise SVAEError("--prior class: --init-decoder, --init-from and --select bleu are for the sentence VAE")
+        if c.init_decoder or c.init_from or c.select != "elbo":
+            raise SVAEError("--prior class: --init-decoder, --init-from and --select bleu or floored are for the "
+                            "sentence VAE")
         return
     if c.prior not in ("standard", "hier") and not parse_mixture(c.prior):
         raise SVAEError(f"--prior {c.prior!r}: use one of standard, hier, mixture:K, class[:K]")

@@ -122,7 +122,9 @@ class SentenceFamily(AnnealedFamily):
 
     def validate(self, split, batch_size, world, step):
         k = self.c.iw_particles
-        m = validate(self.svae, split, batch_size, seed=self.c.seed, iw_samples=k if k > 1 else 0, world=world)
+        floored = self.c.select == "floored"
+        m = validate(self.svae, split, batch_size, seed=self.c.seed, iw_samples=k if k > 1 else 0, world=world,
+                     free_bits=self.c.free_bits if floored else 0.0)
         columns = {"val_elbo": round(m["elbo"], 4), "val_rec": round(m["rec"], 4), "val_kl": round(m["kl"], 4),
                    "val_ppl_bound": round(m["ppl_bound"], 3)}
         select_bleu = self.c.select == "bleu"  # then every process scores it (patience stops them all)
@@ -131,10 +133,13 @@ class SentenceFamily(AnnealedFamily):
                 self.bleu_sample = validation_sample(split, VALIDATION_BLEU_SENTENCES, self.c.max_len)
             m["bleu"] = validation_bleu(self.svae, self.tokenizer, self.bleu_sample)
             columns["val_bleu"] = round(m["bleu"], 4)
-        score = m["bleu"] if select_bleu else m["iw"] if k > 1 else m["elbo"]  # the bound trained on, or BLEU
+        bound = m["iw"] if k > 1 else m["elbo"]  # the bound trained on
+        score = m["bleu"] if select_bleu else bound - m.get("shortfall", 0.0)  # its KL floored, or BLEU
+        extra = {"val_iw": round(m["iw"], 4)} if k > 1 else {}
+        if floored:
+            extra["val_floored"] = round(score, 4)
         return {**m, "score": score,
-                "beta": self.logged_beta(step), "columns": columns,
-                "extra": {"val_iw": round(m["iw"], 4)} if k > 1 else {}}
+                "beta": self.logged_beta(step), "columns": columns, "extra": extra}
 
     def report(self, m):
         k = self.c.iw_particles
