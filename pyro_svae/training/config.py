@@ -59,7 +59,7 @@ PRESETS = {
                        bidirectional=False, skip=False, bow=0.0),
     # the defaults of earlier versions: a 16-nat floor, Adam 2e-3, no skip connection (their latent
     # keeps less of a sentence; docs/results.md compares them)
-    "plain": dict(free_bits=0.5, lr=2e-3, skip=False, bow=0.0),
+    "plain": dict(free_bits=0.5, lr=2e-3, skip=False, bow=0.0, feed_z=True, select="elbo"),
     # Li et al. 2019: the defaults after 1,000 steps of autoencoder pretraining and a reset decoder
     "li2019": dict(pretrain_steps=1000),
     # the same networks with the KL weight ~0 and no floor, chosen by validation reconstruction:
@@ -68,7 +68,7 @@ PRESETS = {
 }
 
 # In the order --help lists them. Model sizes default to ModelConfig's (models/vae.py documents them),
-# except z_dim: 32, where a floor of 1 nat on each dimension keeps ~32 nats (docs/results.md measures it).
+# except z_dim: 32, where a floor of 0.9 nats on each dimension keeps ~29 nats (docs/results.md measures it).
 OPTIONS = [
     Option('preset', 'default', 'A named set of defaults that your options override: default (keeps the latent '
            'in use: free bits, the skip connection, dropout, early stopping), plain (the defaults '
@@ -99,7 +99,8 @@ OPTIONS = [
     Option('bidirectional', True, 'Bidirectional encoder.'),
     Option('pool', ModelConfig.pool, "The encoder's summary of a sentence: last (the LSTM's final states) or max / mean over "
            "its outputs at every word (Long et al. 2019).", choices=POOLS),
-    Option('feed_z', True, 'Also feed z to the decoder at every step.'),
+    Option('feed_z', False, 'Also feed z to the decoder at every step (off: z sets its initial state and, with --skip, '
+           'adds to the logits).'),
     Option('tie', ModelConfig.tie, "Tie the output layer to the decoder's embedding."),
     Option('dropout', 0.2, 'Dropout on embeddings and LSTM outputs.', check=FRACTION),
     Option('guide', ModelConfig.guide, 'Variational family: diag, lowrank:R, fullrank, iaf:K, delta, hier-meanfield, hier-'
@@ -128,7 +129,7 @@ OPTIONS = [
     Option('kl_schedule', 'linear:0,2000', 'KL weight per step: constant[:b], linear:start,steps, logistic:k,x0 (Bowman), cyclical:cycles,ratio.'),
     Option('word_keep', 0.75, 'Word dropout keep rate k in [0, 1]: decoder inputs become <unk> with prob. 1-k in training '
            '(0: an inputless decoder, which reads <unk> in evaluation and decoding too).', check=UNIT),
-    Option('free_bits', 1.0, 'Free bits: KL floor per latent dimension in nats, batch-averaged (Kingma et al. 2016; with a'
+    Option('free_bits', 0.9, 'Free bits: KL floor per latent dimension in nats, batch-averaged (Kingma et al. 2016; with a'
            ' non-diag guide the total KL is floored at this x z-dim; 0: off).', check=OFF_AT_0),
     Option('skip', True, "z also adds a learned linear term to the decoder's logits at every step (a skip connection "
            "past the LSTM, Dieng et al. 2019)."),
@@ -156,9 +157,10 @@ OPTIONS = [
     Option('eval_every', 500, 'Validate and checkpoint every N steps.', check=AT_LEAST_1, resumable=True),
     Option('patience', 4, 'Stop after N validations without a better score (see --select; 0: never).', check=AT_LEAST_0,
            resumable=True),
-    Option('select', 'elbo', "The validation score that picks best.pt and counts against --patience: elbo (the bound "
+    Option('select', 'floored', "The validation score that picks best.pt and counts against --patience: elbo (the bound "
            "trained on), floored (that bound with the KL counted as at least the --free-bits floor, as training "
-           "counts it: below the floor it follows the reconstruction; the sentence VAE's) or bleu (the greedy "
+           "counts it: below the floor it follows the reconstruction; the document and labeled models use their "
+           "bound) or bleu (the greedy "
            "reconstruction BLEU of the first 100 validation sentences of at most --max-len tokens: an autoencoder's).",
            choices=('elbo', 'floored', 'bleu')),
     Option('log', 'csv', 'Experiment log beside metrics.csv (always written): csv (that alone), tensorboard '
@@ -242,8 +244,8 @@ def check_config(c):
             raise SVAEError("--bow predicts words from z: it is for a VAE, not --model lm")
         if c.skip:
             raise SVAEError("--skip adds z to the logits: it is for a VAE, not --model lm")
-        if c.select != "elbo":
-            raise SVAEError(f"--select {c.select} is for a VAE; the LM is selected by its likelihood (elbo)")
+        if c.select == "bleu":
+            raise SVAEError("--select bleu scores reconstructions: it is for a VAE, not --model lm")
     else:
         _check_latent(c)
     parse_schedule(c.kl_schedule, c.max_steps or c.max_epochs or None)
@@ -261,9 +263,9 @@ def _check_latent(c):
                             "documents) or --documents lines (a document per line)")
         if c.guide not in DOCUMENT_GUIDES:
             raise SVAEError(f"--prior chain: use --guide {', '.join(DOCUMENT_GUIDES)}, not {c.guide!r}")
-        if c.iw_particles > 1 or c.pretrain_steps or c.latent != "gaussian" or c.select != "elbo":
+        if c.iw_particles > 1 or c.pretrain_steps or c.latent != "gaussian" or c.select == "bleu":
             raise SVAEError("--prior chain trains on its ELBO: no --iw-particles, --pretrain-steps, --latent or "
-                            "--select other than elbo")
+                            "--select bleu")
         if c.init_decoder or c.init_from:
             raise SVAEError("--prior chain: --init-decoder and --init-from are for the sentence VAE")
         return
@@ -280,9 +282,8 @@ def _check_latent(c):
             raise SVAEError(f"--prior class: q(z | x, y) is a single-site guide over a Gaussian z, not {c.guide!r}")
         if c.iw_particles > 1 or c.pretrain_steps:
             raise SVAEError("--prior class trains on its enumerated ELBO: no --iw-particles or --pretrain-steps")
-        if c.init_decoder or c.init_from or c.select != "elbo":
-            raise SVAEError("--prior class: --init-decoder, --init-from and --select bleu or floored are for the "
-                            "sentence VAE")
+        if c.init_decoder or c.init_from or c.select == "bleu":
+            raise SVAEError("--prior class: --init-decoder, --init-from and --select bleu are for the sentence VAE")
         return
     if c.prior not in ("standard", "hier") and not parse_mixture(c.prior):
         raise SVAEError(f"--prior {c.prior!r}: use one of standard, hier, mixture:K, class[:K]")
