@@ -87,8 +87,8 @@ def test_learning_rate_decays_on_a_plateau_and_resumes(corpus, tmp_path, monkeyp
 
     real = training.validate
 
-    def worsening(svae, split, batch_size=64, seed=0, iw_samples=0, world=None):  # each validation worse
-        m = real(svae, split, batch_size, seed, iw_samples, world)
+    def worsening(*args, **kwargs):  # each validation worse
+        m = real(*args, **kwargs)
         worsening.calls += 1
         return {**m, "elbo": -1000.0 - worsening.calls}
 
@@ -275,6 +275,8 @@ def test_the_li2019_autoencoder_and_plain_presets_are_the_defaults_with_their_ch
     assert li.pretrain_steps == 1000 and {**vars(li), "pretrain_steps": 0, "preset": "default"} == vars(default)
     assert (ae.kl_schedule, ae.free_bits, ae.select) == ("constant:0.0001", 0.1, "bleu")
     plain, plain_lm = config_from("plain"), config_from("plain", model="lm")
-    assert (plain.free_bits, plain.lr, plain.skip, plain.bow) == (0.5, 2e-3, False, 0.0)
-    assert {**vars(plain), **{k: getattr(default, k) for k in ("free_bits", "lr", "skip", "bow", "preset")}} == vars(default)
+    assert (plain.free_bits, plain.lr, plain.skip, plain.bow, plain.feed_z, plain.select) == \
+        (0.5, 2e-3, False, 0.0, True, "elbo")
+    changed = ("free_bits", "lr", "skip", "bow", "feed_z", "select", "preset")
+    assert {**vars(plain), **{k: getattr(default, k) for k in changed}} == vars(default)
     check_config(plain_lm)  # the earlier defaults are a language model's too: no term that reads z
