@@ -271,3 +271,25 @@ def test_bf16_evaluation_keeps_the_latent_densities_in_float32(trained_run):
     # ... and only the decoder's bf16 products move the likelihood, by a little
     assert half["totals"]["nll"] == pytest.approx(full["totals"]["nll"], abs=0.1)
     assert half["totals"]["nll"] != full["totals"]["nll"]
+
+
+def test_validation_shortfall_sums_the_same_values_on_a_process_without_a_batch(trained_run):
+    from pyro_svae.evaluation.metrics import validate
+
+    class Sharing:  # process `rank` of 2, its totals summed with the other's (recorded, then returned)
+        size, sent = 2, []
+
+        def __init__(self, rank):
+            self.rank = rank
+
+        def sum(self, values, device):
+            self.sent.append(list(values))
+            return list(values)
+
+    vae = load(trained_run, device="cpu")
+    split = vae.split("valid", limit=5)  # one batch: process 1 validates nothing
+    alone = validate(vae.svae, split, free_bits=3.0)
+    first, second = (validate(vae.svae, split, free_bits=3.0, world=Sharing(rank)) for rank in (0, 1))
+    assert len(Sharing.sent[0]) == len(Sharing.sent[1]) == 5 + 4 + 1  # totals, 4 dimensions, the pooled sites
+    assert Sharing.sent[1][5:] == [0.0] * 5  # the batch it traced for the units' shape counts 0
+    assert first["shortfall"] == pytest.approx(alone["shortfall"], rel=1e-6)

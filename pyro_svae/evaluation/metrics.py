@@ -43,6 +43,8 @@ def validate(svae, split, batch_size=64, seed=0, iw_samples=0, world=None, free_
             totals["tokens"] += batch.num_tokens()
             totals["sentences"] += batch.size
             floor.add(svae, batch)
+        if world is not None and floor.units is None and len(split):  # no batch here: the others' units, as 0
+            floor.add(svae, gather(split, next(iter(sorted_batches(split, batch_size)))).to(svae.device), weight=0)
     svae.train(was_training)
     if world is not None:
         summed = world.sum(list(totals.values()) + floor.values(), svae.device)
@@ -68,13 +70,13 @@ class _FloorTotals:
     def __init__(self, free_bits):
         self.free_bits, self.units, self.pooled, self.pooled_dims = free_bits, None, 0.0, 0
 
-    def add(self, svae, batch):
+    def add(self, svae, batch, weight=1):
         if not self.free_bits:
             return
         units, pooled, self.pooled_dims = unit_kls(*latent_traces(svae, batch))
-        units = torch.cat([u.sum(0) for u in units]) if units else torch.zeros(0, device=svae.device)
+        units = torch.cat([u.sum(0) for u in units]) * weight if units else torch.zeros(0, device=svae.device)
         self.units = units if self.units is None else self.units + units
-        self.pooled += float(pooled.sum()) if self.pooled_dims else 0.0
+        self.pooled += weight * float(pooled.sum()) if self.pooled_dims else 0.0
 
     def values(self):
         return (self.units.tolist() if self.units is not None else []) + [self.pooled]
