@@ -89,6 +89,11 @@ RECIPES = {
     # floors it: below the floor that follows the reconstruction, where the ELBO stops the small corpora
     # early. The defaults since (all four options stated, so that the row keeps its meaning)
     "nofeed-fb09-floored": ("default", dict(bow=0.0, feed_z=False, free_bits=0.9, select="floored"), "best"),
+    # the defaults without dropout, as bowman2015's decoder (which beats the LM of dropout 0.2 on PTB)
+    "floored-d0": ("default", dict(bow=0.0, feed_z=False, free_bits=0.9, select="floored", dropout=0.0), "best"),
+    # the defaults with validation, selection and best.pt on a moving average of the weights (--ema)
+    "floored-ema": ("default", dict(bow=0.0, feed_z=False, free_bits=0.9, select="floored", ema=0.999), "best"),
+    "bowman2015-ema": ("bowman2015", dict(ema=0.999), "best"),
     # the autoencoder of the skip connection's networks, trained for the whole budget: its channel's limit
     "ae-skip": ("autoencoder", dict(AE, skip=True, patience=0), "best"),
     # the autoencoder of skip-bow's networks (skip connection and bag-of-words term), the whole budget

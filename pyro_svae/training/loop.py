@@ -1,6 +1,7 @@
 """The training loop, for any model family (family.py): SVI steps over shuffled batches, validation
 and checkpoints, budgets and early stopping, and data parallelism under ``torchrun``."""
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -21,6 +22,7 @@ from ..inference.schedules import lr_factor
 from ..models.documents import is_chain_prior
 from ..models.labeled import is_class_prior
 from ..progress import progress_bar
+from .averaging import WeightAverage
 from .distributed import World
 from .documents import DocumentFamily, concatenated_splits, document_splits, whole_documents
 from .family import SentenceFamily
@@ -80,6 +82,7 @@ class Trainer:
             torch.manual_seed(c.seed + self.world.rank * 2**32)
         compile_networks(family.module, c.compile)
         self.optim = GlobalClipAdam(c.lr, c.clip_norm)
+        self.average = WeightAverage(family.module, c.ema) if c.ema else None  # --ema
         loss = family.loss()
         # Pyro's ELBOs bring their own loss_and_grads; ours backpropagates without retaining the graph
         self.svi = DeviceSVI(family.model, family.guide, self.optim, loss, traced=self.traced_loss(loss),
@@ -116,7 +119,8 @@ class Trainer:
             rng["ranks"] = self.world.gather({k: v.cpu() for k, v in rng.items()})
         return {"model": self.family.module.state_dict(), "position": dataclasses.asdict(self.pos), "rng": rng,
                 "processes": self.world.size, "vocab_hash": vocab_hash(self.tokenizer),
-                "config": dataclasses.asdict(self.c), "optim": self.optim.get_state()}
+                "config": dataclasses.asdict(self.c), "optim": self.optim.get_state(),
+                **({"ema": self.average.state()} if self.average else {})}
 
     def restore(self, path):
         hint = (f"; the run cannot resume, but its {BEST} can still be read (--checkpoint best) or "
@@ -125,6 +129,8 @@ class Trainer:
         state = load_checkpoint(path, self.device, hint)
         restore_model(self.family.module, state, self.tokenizer, path)
         self.optim.set_state(state["optim"])
+        if self.average:  # a run that had no average: it starts from the weights now
+            self.average.load(state["ema"]) if "ema" in state else self.average.restart()
         self.pos = Position(**state["position"])
         self.optim.set_lr(self.pos.lr)
         self.checkpointed = True
@@ -186,6 +192,10 @@ class Trainer:
         with torch.autocast(self.device.type, torch.bfloat16, enabled=c.amp == "bf16"), \
                 pyro.validation_enabled(False):
             loss = self.svi.step(batch, **self.family.step_kwargs(self.pos.step, size))
+        if self.average:
+            if self.c.pretrain_steps and self.pos.step == self.c.pretrain_steps:  # the decoder was reset
+                self.average.restart()
+            self.average.update()
         return batch, summed[0] if summed else _as_tensor(loss, self.device).reshape(1)
 
     def read(self, pending, losses, window):
@@ -303,7 +313,8 @@ class Trainer:
 
     def _evaluate(self, started, recent_losses):
         p = self.pos
-        m = self.family.validate(self.splits["valid"], max(self.c.batch_size, 64), self.world, p.step)
+        with self.average.swapped_in() if self.average else contextlib.nullcontext():
+            m = self.family.validate(self.splits["valid"], max(self.c.batch_size, 64), self.world, p.step)
         minutes = p.minutes + (time.time() - started) / 60
         improved = self.improved(m["score"])
         size = len(self.splits["train"])
@@ -316,8 +327,11 @@ class Trainer:
         if self.world.main:
             append_metrics(os.path.join(self.out_dir, METRICS), row)
             self._log_validation(row)
-            if improved:  # best.pt: the same state without the optimizer's
-                atomic_save({k: v for k, v in state.items() if k != "optim"}, os.path.join(self.out_dir, BEST))
+            if improved:  # best.pt: the same state without the optimizer's, and the weights validated
+                best = {k: v for k, v in state.items() if k not in ("optim", "ema")}
+                if self.average:
+                    best["model"] = self.average.averaged_state_dict()
+                atomic_save(best, os.path.join(self.out_dir, BEST))
             atomic_save(state, os.path.join(self.out_dir, CHECKPOINT))
         self.checkpointed = True
         self.last_metrics = row
