@@ -52,7 +52,7 @@ def metrics(run):
 def test_two_processes_take_the_steps_of_one_with_the_same_global_batch(corpus, tmp_path, run_cli):
     # 15 sentences a step: shares of 8 and 7, so each process's gradient must count by its share
     args = ["--data", str(corpus), "--max-steps", "12", "--eval-every", "6", *TINY, *DETERMINISTIC,
-            "--batch-size", "15", "--select", "floored", "--free-bits", "2"]
+            "--batch-size", "15", "--select", "floored", "--free-bits", "2", "--ema", "0.5"]
     two = torchrun(*args, "--out", str(tmp_path / "two"))
     assert two.returncode == 0, two.stderr[-3000:]
     assert "training with 2 processes (gloo), 15 sentences per step in all" in two.stderr
@@ -64,6 +64,9 @@ def test_two_processes_take_the_steps_of_one_with_the_same_global_batch(corpus, 
     # 7 (the bug this guards against) move the same weight by 1.6e-2.
     assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-4) for k in a), \
         max((float((a[k] - b[k]).abs().max()), k, float(a[k].abs().max())) for k in a)
+    # each process keeps the same moving average (--ema), which validation scores
+    a, b = (load_checkpoint(os.path.join(run, "checkpoint.pt"))["ema"]["average"] for run in (tmp_path / "one", tmp_path / "two"))
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-4) for k in a)
     for r1, r2 in zip(metrics(tmp_path / "one"), metrics(tmp_path / "two"), strict=True):
         # the global batch's loss, and validation shared between the two processes and summed
         assert float(r1["train_loss"]) == pytest.approx(float(r2["train_loss"]), rel=1e-5)
