@@ -94,6 +94,8 @@ RECIPES = {
     # the defaults with validation, selection and best.pt on a moving average of the weights (--ema)
     "floored-ema": ("default", dict(bow=0.0, feed_z=False, free_bits=0.9, select="floored", ema=0.999), "best"),
     "bowman2015-ema": ("bowman2015", dict(ema=0.999), "best"),
+    "floored-d0-ema": ("default", dict(bow=0.0, feed_z=False, free_bits=0.9, select="floored", dropout=0.0, ema=0.999),
+                       "best"),
     # the autoencoder of the skip connection's networks, trained for the whole budget: its channel's limit
     "ae-skip": ("autoencoder", dict(AE, skip=True, patience=0), "best"),
     # the autoencoder of skip-bow's networks (skip connection and bag-of-words term), the whole budget
