@@ -152,8 +152,8 @@ OPTIONS = [
            choices=LR_SCHEDULES),
     Option('clip_norm', 5.0, 'Clip the global gradient norm to this (0: off).', check=OFF_AT_0),
     Option('ema', 0.0, 'Validate, select and save as best.pt an exponential moving average of the weights with this '
-           'decay per step (e.g. 0.999: about the last 1,000 steps; Polyak averaging), while training goes on with '
-           'the raw weights (0: off).', check=FRACTION),
+           'decay per step (e.g. 0.999: about the last 1,000 steps; Polyak averaging; taken every 4 steps), while '
+           'training goes on with the raw weights (0: off).', check=FRACTION),
     Option('max_epochs', 0, 'Stop after this many epochs (0: no limit).', check=AT_LEAST_0, resumable=True),
     Option('max_steps', 0, 'Stop after this many steps in all (0: no limit).', check=AT_LEAST_0, resumable=True),
     Option('max_minutes', 0.0, 'Stop after this many minutes of training in all (0: no limit).', check=NO_LIMIT_AT_0, resumable=True),
