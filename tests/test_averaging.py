@@ -67,3 +67,5 @@ def test_with_ema_validation_and_best_pt_use_the_average_and_a_resume_carries_it
     assert all(torch.equal(best["model"][k], a["ema"]["average"][k]) for k in a["ema"]["average"])
     vae = load(str(tmp_path / "a"), device="cpu")
     assert validate(vae.svae, vae.split("valid"), 64, seed=0)["elbo"] == pytest.approx(rows[step], abs=2e-4)
+    last = load(str(tmp_path / "a"), device="cpu", which="last").svae  # checkpoint.pt: its average too
+    assert all(torch.equal(p, a["ema"]["average"][k]) for k, p in last.named_parameters())

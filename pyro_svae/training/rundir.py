@@ -115,6 +115,10 @@ def load_run(run_dir, device="cpu", which="best"):
     state = load_checkpoint(path, device, hint)
     svae = build_model(config, len(tokenizer)).to(device)
     restore_model(svae, state, tokenizer, path)
+    if "ema" in state:  # checkpoint.pt of an --ema run: the average, the weights its validation scored
+        with torch.no_grad():
+            for name, p in svae.named_parameters():
+                p.copy_(state["ema"]["average"][name])
     return svae.eval(), tokenizer, config
 
 
