@@ -37,11 +37,12 @@ def write_corpus(folder, n_train=300, n_valid=40, n_test=40, prefix=""):
 
 def tiny_config(data, **kw):
     """A tiny model, with none of train's defaults against collapse (KL floor, dropout, early stopping,
-    bidirectional encoder, z at every step, the skip connection, the bag-of-words term) unless a test
+    bidirectional encoder, z at every step, the skip connection, the bag-of-words term, the weight
+    average) unless a test
     asks for them."""
     base = dict(data=str(data), emb_dim=16, hidden=24, z_dim=4, batch_size=16, eval_every=10,
                 kl_schedule="linear:0,20", max_steps=20, device="cpu", free_bits=0.0, dropout=0.0, patience=0,
-                word_keep=0.75, lr=1e-3, bidirectional=False, feed_z=False, skip=False, bow=0.0)
+                word_keep=0.75, lr=1e-3, bidirectional=False, feed_z=False, skip=False, bow=0.0, ema=0.0)
     base.update(kw)
     return TrainConfig(**base)
 

@@ -227,7 +227,7 @@ def template_of(text):
 
 M2 = dict(labels="tab", prior="class", z_dim=2, hidden=64, emb_dim=32, batch_size=32, lr=3e-3, dropout=0.0,
           patience=0, eval_every=100, kl_schedule="linear:0,300", free_bits=0.0, word_keep=0.5, max_steps=600,
-          alpha=50.0, bidirectional=False, skip=False, bow=0.0, device="cpu")
+          alpha=50.0, bidirectional=False, skip=False, bow=0.0, device="cpu", ema=0.0)
 
 
 @pytest.fixture(scope="module")

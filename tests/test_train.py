@@ -275,8 +275,9 @@ def test_the_li2019_autoencoder_and_plain_presets_are_the_defaults_with_their_ch
     assert li.pretrain_steps == 1000 and {**vars(li), "pretrain_steps": 0, "preset": "default"} == vars(default)
     assert (ae.kl_schedule, ae.free_bits, ae.select) == ("constant:0.0001", 0.1, "bleu")
     plain, plain_lm = config_from("plain"), config_from("plain", model="lm")
-    assert (plain.free_bits, plain.lr, plain.skip, plain.bow, plain.feed_z, plain.select) == \
-        (0.5, 2e-3, False, 0.0, True, "elbo")
-    changed = ("free_bits", "lr", "skip", "bow", "feed_z", "select", "preset")
+    assert (plain.free_bits, plain.lr, plain.skip, plain.bow, plain.feed_z, plain.select, plain.ema) == \
+        (0.5, 2e-3, False, 0.0, True, "elbo", 0.0)
+    assert default.ema == 0.999 and config_from("bowman2015").ema == 0.0
+    changed = ("free_bits", "lr", "skip", "bow", "feed_z", "select", "ema", "preset")
     assert {**vars(plain), **{k: getattr(default, k) for k in changed}} == vars(default)
     check_config(plain_lm)  # the earlier defaults are a language model's too: no term that reads z

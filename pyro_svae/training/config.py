@@ -56,10 +56,10 @@ PRESETS = {
     "default": {},
     "bowman2015": dict(emb_dim=353, hidden=191, z_dim=13, dropout=0.0, free_bits=0.0, word_keep=0.75,
                        kl_schedule="logistic:0.0025,2500", batch_size=32, lr=1e-3, patience=0, feed_z=False,
-                       bidirectional=False, skip=False, bow=0.0),
-    # the defaults of earlier versions: a 16-nat floor, Adam 2e-3, no skip connection (their latent
-    # keeps less of a sentence; docs/results.md compares them)
-    "plain": dict(free_bits=0.5, lr=2e-3, skip=False, bow=0.0, feed_z=True, select="elbo"),
+                       bidirectional=False, skip=False, bow=0.0, ema=0.0),
+    # the defaults of earlier versions: a 16-nat floor, Adam 2e-3, no skip connection, no weight
+    # average (their latent keeps less of a sentence; docs/results.md compares them)
+    "plain": dict(free_bits=0.5, lr=2e-3, skip=False, bow=0.0, feed_z=True, select="elbo", ema=0.0),
     # Li et al. 2019: the defaults after 1,000 steps of autoencoder pretraining and a reset decoder
     "li2019": dict(pretrain_steps=1000),
     # the same networks with the KL weight ~0 and no floor, chosen by validation reconstruction:
@@ -151,7 +151,7 @@ OPTIONS = [
            'run\'s --max-steps (or --max-epochs), which a short budget ends on (Li et al. 2020, budgeted training).',
            choices=LR_SCHEDULES),
     Option('clip_norm', 5.0, 'Clip the global gradient norm to this (0: off).', check=OFF_AT_0),
-    Option('ema', 0.0, 'Validate, select and save as best.pt an exponential moving average of the weights with this '
+    Option('ema', 0.999, 'Validate, select and save as best.pt an exponential moving average of the weights with this '
            'decay per step (e.g. 0.999: about the last 1,000 steps; Polyak averaging; taken every 4 steps), while '
            'training goes on with the raw weights (0: off).', check=FRACTION),
     Option('max_epochs', 0, 'Stop after this many epochs (0: no limit).', check=AT_LEAST_0, resumable=True),
