@@ -7,8 +7,8 @@ import torch
 
 
 class WeightAverage:
-    """avg <- d_t avg + (1 - d_t) w after each step t = 1, 2, ... of a module's parameters w, with
-    d_t = min(decay, t / (t + 9)) so that the first steps are not averaged with the
+    """avg <- d_t avg + (1 - d_t) w at each update t = 1, 2, ... of a module's parameters w, with
+    d_t = min(decay, t / (t + 9)) so that the first updates are not averaged with the
     initialization (TensorFlow's ExponentialMovingAverage with num_updates). ``state()`` and
     ``load()`` carry it through a checkpoint: tensors by parameter name, and the count t."""
 

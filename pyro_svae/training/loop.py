@@ -131,8 +131,10 @@ class Trainer:
         state = load_checkpoint(path, self.device, hint)
         restore_model(self.family.module, state, self.tokenizer, path)
         self.optim.set_state(state["optim"])
-        if self.average:  # a run that had no average: it starts from the weights now
-            self.average.load(state["ema"]) if "ema" in state else self.average.restart()
+        if self.average and "ema" in state:
+            self.average.load(state["ema"])
+        elif self.average:  # a run that had no average: it starts from the weights now
+            self.average.restart()
         self.pos = Position(**state["position"])
         self.optim.set_lr(self.pos.lr)
         self.checkpointed = True
