@@ -69,3 +69,12 @@ def test_with_ema_validation_and_best_pt_use_the_average_and_a_resume_carries_it
     assert validate(vae.svae, vae.split("valid"), 64, seed=0)["elbo"] == pytest.approx(rows[step], abs=2e-4)
     last = load(str(tmp_path / "a"), device="cpu", which="last").svae  # checkpoint.pt: its average too
     assert all(torch.equal(p, a["ema"]["average"][k]) for k, p in last.named_parameters())
+
+
+def test_the_average_starts_again_from_a_decoder_reset_after_pretraining(corpus, tmp_path):
+    # the decoder is re-initialized before step 9 (index 8); no update falls on step 9 (EMA_EVERY 4)
+    train(tiny_config(corpus, max_steps=9, pretrain_steps=8, ema=0.9, eval_every=9), str(tmp_path / "run"),
+          log=quiet, progress=False)
+    state = load_checkpoint(str(tmp_path / "run" / "checkpoint.pt"))
+    assert state["ema"]["count"] == 0  # restarted, not updated since
+    assert all(torch.equal(state["ema"]["average"][k], state["model"][k]) for k in state["ema"]["average"])

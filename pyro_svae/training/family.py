@@ -38,7 +38,7 @@ class Family(Protocol):
     def loss(self): ...  # a Pyro ELBO
     def batch(self, split, positions, device): ...  # a batch with .num_tokens()
     def step_kwargs(self, step, size): ...  # keyword arguments of SVI.step besides the batch
-    def before_step(self, step, optim, log): ...  # e.g. reset the decoder at the end of pretraining
+    def before_step(self, step, optim, log): ...  # e.g. reset the decoder after pretraining: True if it did
     def progress(self, batch, step): ...  # {name: number} for the progress bar and the logs
     def samples(self, n): ...  # a few decoded sentences for the logs' text
     def validate(self, split, batch_size, world, step): ...  # {"score", "beta", "columns", "extra"}
@@ -102,6 +102,8 @@ class SentenceFamily(AnnealedFamily):
         if self.c.pretrain_steps and step == self.c.pretrain_steps:
             self.reset_decoder(optim)
             log(f"step {step}: autoencoder pretraining done; decoder re-initialized")
+            return True
+        return False
 
     def progress(self, batch, step):
         with torch.no_grad(), forked_rng(self.svae.device):

@@ -190,14 +190,14 @@ class Trainer:
             self.optim.sync = sync
         if c.lr_schedule != "constant":
             self.optim.set_lr(self.lr_now())
-        self.family.before_step(self.pos.step, self.optim, self.log)
+        reset = self.family.before_step(self.pos.step, self.optim, self.log)
         # Pyro's validation checks shapes and supports of model and guide (our code, tested); off,
         # a step does less Python work. A bad step still stops the run:
         with torch.autocast(self.device.type, torch.bfloat16, enabled=c.amp == "bf16"), \
                 pyro.validation_enabled(False):
             loss = self.svi.step(batch, **self.family.step_kwargs(self.pos.step, size))
         if self.average:
-            if self.c.pretrain_steps and self.pos.step == self.c.pretrain_steps:  # the decoder was reset
+            if reset:  # weights re-initialized before this step: the average starts again from them
                 self.average.restart()
             if (self.pos.step + 1) % EMA_EVERY == 0:
                 self.average.update()
