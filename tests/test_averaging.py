@@ -78,3 +78,26 @@ def test_the_average_starts_again_from_a_decoder_reset_after_pretraining(corpus,
     state = load_checkpoint(str(tmp_path / "run" / "checkpoint.pt"))
     assert state["ema"]["count"] == 0  # restarted, not updated since
     assert all(torch.equal(state["ema"]["average"][k], state["model"][k]) for k in state["ema"]["average"])
+
+
+def test_the_logs_sample_sentences_are_decoded_from_the_averaged_weights(corpus, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from pyro_svae.models.decoding import Greedy
+
+    c = tiny_config(corpus, max_steps=40, eval_every=40, ema=0.99, log="tensorboard")
+    out = tmp_path / "run"
+    train(c, str(out), log=quiet, progress=False)
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    (logged,) = events.Tensors("samples/text_summary")
+    vae = load(str(out), device="cpu")  # best.pt: the average that step 40 validated
+
+    def samples():  # as the family draws them: greedy from p(z), the run's seed
+        torch.manual_seed(c.seed)
+        _, tokens = vae.svae.decode(None, 4, Greedy(unk=False), c.max_len + 1)
+        return "\n\n".join(vae.tokenizer.decode(row.tolist()) for row in tokens)
+
+    averaged = samples()
+    vae.svae.load_state_dict(load_checkpoint(str(out / "checkpoint.pt"))["model"])  # the raw weights
+    assert logged.tensor_proto.string_val[0].decode() == averaged != samples()

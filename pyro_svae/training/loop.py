@@ -320,6 +320,8 @@ class Trainer:
         p = self.pos
         with self.average.swapped_in() if self.average else contextlib.nullcontext():
             m = self.family.validate(self.splits["valid"], max(self.c.batch_size, 64), self.world, p.step)
+            # the logs' sample sentences, from the weights validated (forked RNG: training's is untouched)
+            samples = self.family.samples(4) if self.world.main and self.experiment_log else None
         minutes = p.minutes + (time.time() - started) / 60
         improved = self.improved(m["score"])
         size = len(self.splits["train"])
@@ -331,7 +333,7 @@ class Trainer:
         p.minutes = saved_minutes
         if self.world.main:
             append_metrics(os.path.join(self.out_dir, METRICS), row)
-            self._log_validation(row)
+            self._log_validation(row, samples)
             if improved:  # best.pt: the same state without the optimizer's, and the weights validated
                 best = {k: v for k, v in state.items() if k not in ("optim", "ema")}
                 if self.average:
@@ -347,14 +349,14 @@ class Trainer:
                 self.log(line)
         return row
 
-    def _log_validation(self, row):
+    def _log_validation(self, row, samples):
         if self.experiment_log:
             if not self.logged_config:
                 self.experiment_log.hparams(dataclasses.asdict(self.c))
                 self.logged_config = True
             values = {f"val/{k[4:]}": v for k, v in row.items() if k.startswith("val_") and isinstance(v, (int, float))}
             self.experiment_log.scalars(row["step"], {**values, "train/beta": row["beta"]})
-            self.experiment_log.text(row["step"], "samples", self.family.samples(4))
+            self.experiment_log.text(row["step"], "samples", samples)
 
     def improved(self, score):
         """Record a validation ``score``: True if it is the best so far; else count it against the
