@@ -8,7 +8,7 @@ from pyro import poutine
 from ..data.corpus import gather, sorted_batches
 from ..devices import check_amp, forked_rng
 from ..errors import SVAEError
-from ..inference.kl import elbo_terms, latent_kl, latent_traces  # noqa: F401 (latent_kl: the API's name)
+from ..inference.kl import elbo_terms, elbo_traces, latent_kl, latent_traces, terms_of  # noqa: F401 (latent_kl: the API's name)
 from ..inference.objectives import floor_shortfall, latent_sites, unit_kls
 from ..models.guides import SingleSite
 
@@ -36,15 +36,18 @@ def validate(svae, split, batch_size=64, seed=0, iw_samples=0, world=None, free_
             if iw_samples:
                 log_px, rec, kl = iw_log_likelihood(svae, batch, iw_samples, chunk=iw_samples)
                 totals["iw"] += float(log_px.sum())
-            else:
-                rec, kl = elbo_terms(svae, batch)
+                floor.add_batch(svae, batch)
+            else:  # the floor's units from the same traces: one pass of the guide
+                traces = elbo_traces(svae, batch)
+                rec, kl = terms_of(svae, *traces)
+                floor.add(*traces)
             totals["rec"] += float(rec.sum())
             totals["kl"] += float(kl.sum())
             totals["tokens"] += batch.num_tokens()
             totals["sentences"] += batch.size
-            floor.add(svae, batch)
         if world is not None and floor.units is None and len(split):  # no batch here: the others' units, as 0
-            floor.add(svae, gather(split, next(iter(sorted_batches(split, batch_size)))).to(svae.device), weight=0)
+            batch = gather(split, next(iter(sorted_batches(split, batch_size)))).to(svae.device)
+            floor.add_batch(svae, batch, weight=0)
     svae.train(was_training)
     if world is not None:
         summed = world.sum(list(totals.values()) + floor.values(), svae.device)
@@ -70,13 +73,19 @@ class _FloorTotals:
     def __init__(self, free_bits):
         self.free_bits, self.units, self.pooled, self.pooled_dims = free_bits, None, 0.0, 0
 
-    def add(self, svae, batch, weight=1):
+    def add(self, guide_trace, model_trace, weight=1):
+        """One batch's units, from its guide trace and a model (or prior) trace replayed on it."""
         if not self.free_bits:
             return
-        units, pooled, self.pooled_dims = unit_kls(*latent_traces(svae, batch))
-        units = torch.cat([u.sum(0) for u in units]) * weight if units else torch.zeros(0, device=svae.device)
+        units, pooled, self.pooled_dims = unit_kls(guide_trace, model_trace)
+        units = torch.cat([u.sum(0) for u in units]) * weight if units else torch.zeros(0)
         self.units = units if self.units is None else self.units + units
         self.pooled += weight * float(pooled.sum()) if self.pooled_dims else 0.0
+
+    def add_batch(self, svae, batch, weight=1):
+        """``add`` for a batch whose traces were not kept: its guide and prior traced again."""
+        if self.free_bits:
+            self.add(*latent_traces(svae, batch), weight=weight)
 
     def values(self):
         return (self.units.tolist() if self.units is not None else []) + [self.pooled]

@@ -8,8 +8,17 @@ from pyro.distributions.kl import kl_divergence
 def elbo_terms(svae, batch):
     """-> (rec [B], kl [B]): log p(x|z) at z ~ q(z|x), and KL(q || p) summed over the latent sites
     (analytic where Pyro has it, else the one-draw estimate log q(z|x) - log p(z)). For the LM, kl = 0."""
+    return terms_of(svae, *elbo_traces(svae, batch))
+
+
+def elbo_traces(svae, batch):
+    """-> (guide trace, model trace replayed on the guide's draws) of one batch."""
     guide_tr = poutine.trace(svae.guide).get_trace(batch)
-    model_tr = poutine.trace(poutine.replay(svae.model, trace=guide_tr)).get_trace(batch)
+    return guide_tr, poutine.trace(poutine.replay(svae.model, trace=guide_tr)).get_trace(batch)
+
+
+def terms_of(svae, guide_tr, model_tr):
+    """``elbo_terms`` from the traces of ``elbo_traces``."""
     x = model_tr.nodes["x"]
     rec = x["fn"].log_prob(x["value"])
     kl = torch.zeros_like(rec)
