@@ -47,3 +47,19 @@ def test_broken_tokenizer_file(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(SVAEError, match="tokenizer"):
         load_tokenizer(tmp_path)
+
+
+def test_sentencepiece_reads_the_corpus_unk_as_the_unknown_id_and_writes_it_back(tmp_path):
+    from pyro_svae.evaluation.reconstruction import content_words
+
+    sentences = [s.replace("river", "<unk>") for s in toy_sentences(300)]
+    tok = SentencePieceTokenizer.build(sentences, str(tmp_path), vocab_size=60)
+    assert not any("unk" in piece for piece in tok.vocab[4:])  # never learned as text
+    s = "the <unk> man walked by the <unk> ."
+    ids = tok.encode(s)
+    assert ids.count(UNK) == 2 and len(ids) == len(tok.encode("the man walked by the .")) + 2
+    assert tok.decode(ids) == s and tok.decode(tok.encode("<unk> the")) == "<unk> the"
+    assert content_words(tok.decode(ids)) == ["man", "walked"]  # <unk> is no content word
+    assert tok.unknown_words(s) == []
+    # a character the model never saw is an unknown word too, and reads back as <unk>
+    assert UNK in tok.encode("the ∆ man") and tok.decode(tok.encode("the ∆ man")) == "the <unk> man"

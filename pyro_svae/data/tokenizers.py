@@ -13,6 +13,7 @@ from ..errors import SVAEError
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]
+UNK_TEXT = SPECIALS[UNK]  # how a corpus (PTB) writes an unknown word
 
 
 class WordTokenizer:
@@ -58,7 +59,9 @@ class WordTokenizer:
 
 
 class SentencePieceTokenizer:
-    """Sentencepiece (unigram) trained on the train split; the model file lives in the run."""
+    """Sentencepiece (unigram) trained on the train split; the model file lives in the run. A
+    corpus's own unknown-word token (PTB's ``<unk>``) is the special <unk> id, never spelled in
+    pieces, and the <unk> id (a character the model lacks, too) decodes as ``<unk>``."""
 
     kind = "spm"
 
@@ -76,7 +79,7 @@ class SentencePieceTokenizer:
         prefix = os.path.join(run_dir, "spm")
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(sentences), model_prefix=prefix, vocab_size=vocab_size,
+                sentence_iterator=(s.replace(UNK_TEXT, " ") for s in sentences), model_prefix=prefix, vocab_size=vocab_size,
                 pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS, pad_piece="<pad>",
                 hard_vocab_limit=False, minloglevel=2, num_threads=os.cpu_count() or 1,
             )
@@ -88,13 +91,24 @@ class SentencePieceTokenizer:
         return len(self.vocab)
 
     def encode(self, text):
-        return self.sp.encode(text)
+        ids = []
+        for i, part in enumerate(text.split(UNK_TEXT)):
+            ids += ([UNK] if i else []) + (self.sp.encode(part) if part.strip() else [])
+        return ids
 
     def decode(self, ids):
-        return self.sp.decode([i for i in ids if i not in (PAD, BOS, EOS)])
+        """Pieces to text; each <unk> id as the word ``<unk>`` (sentencepiece's own is " ⁇ ")."""
+        words, run = [], []
+        for i in ids:
+            if i == UNK:
+                words += [self.sp.decode(run), UNK_TEXT]
+                run = []
+            elif i not in (PAD, BOS, EOS):
+                run.append(i)
+        return " ".join(" ".join(words + [self.sp.decode(run)]).split())
 
     def unknown_words(self, text):
-        return [w for w in text.split() if UNK in self.sp.encode(w)]
+        return [w for w in text.split() if w != UNK_TEXT and UNK in self.sp.encode(w)]
 
     def state(self):
         return {"kind": self.kind, "vocab": self.vocab, "model": os.path.basename(self.model_path)}
