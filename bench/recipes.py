@@ -97,6 +97,10 @@ RECIPES = {
     # the defaults with validation, selection and best.pt on a moving average of the weights (--ema)
     "floored-ema": ("default", dict(bow=0.0, feed_z=False, free_bits=0.9, select="floored", ema=0.999), "best"),
     "bowman2015-ema": ("bowman2015", dict(ema=0.999), "best"),
+    # the defaults at twice the learning rate: the average smooths the larger steps (PTB is still
+    # learning at 30 minutes)
+    "floored-ema-lr2": ("default", dict(bow=0.0, feed_z=False, free_bits=0.9, select="floored", ema=0.999, lr=2e-3),
+                        "best"),
     "floored-d0-ema": ("default", dict(bow=0.0, feed_z=False, free_bits=0.9, select="floored", dropout=0.0, ema=0.999),
                        "best"),
     # the autoencoder of the skip connection's networks, trained for the whole budget: its channel's limit

@@ -79,7 +79,8 @@ OPTIONS = [
     Option('data', '', 'Corpus: a folder with train/valid/test (ptb.train.txt or train.txt ...) or one file split '
            '90/5/5.'),
     Option('tokenizer', 'word', 'word: whitespace words (pre-tokenized corpora such as PTB); spm: sentencepiece trained on '
-           'train (on a random sample of up to 2M of its lines).', choices=('word', 'spm')),
+           'train (on a random sample of up to 2M of its lines; <unk> in the text, as PTB writes unknown words, is the '
+           'unknown id, not pieces).', choices=('word', 'spm')),
     Option('vocab_size', 10000, 'Vocabulary size, specials included (word: most frequent words; spm: pieces).', check=AT_LEAST_1),
     Option('min_count', 1, 'word tokenizer: drop words seen fewer times than this.', check=AT_LEAST_1),
     Option('max_len', 60, 'Maximum tokens per training sentence (</s> not counted); valid/test stay whole.', check=AT_LEAST_1),
