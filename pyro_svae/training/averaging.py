@@ -6,6 +6,13 @@ import contextlib
 import torch
 
 
+@torch.no_grad()
+def copy_weights(module, weights):
+    """Copy ``weights`` ({parameter name: tensor}, every parameter of ``module``) into its parameters."""
+    for name, p in module.named_parameters():
+        p.copy_(weights[name])
+
+
 class WeightAverage:
     """avg <- d_t avg + (1 - d_t) w at each update t = 1, 2, ... of a module's parameters w, with
     d_t = min(decay, t / (t + 9)) so that the first updates are not averaged with the
@@ -38,15 +45,12 @@ class WeightAverage:
     @torch.no_grad()
     def swapped_in(self):
         """The module holds the average inside the block, its own weights again after it."""
-        params = dict(self.module.named_parameters())
-        own = {name: p.detach().clone() for name, p in params.items()}
-        for name, p in params.items():
-            p.copy_(self.average[name])
+        own = {name: p.detach().clone() for name, p in self.module.named_parameters()}
+        copy_weights(self.module, self.average)
         try:
             yield
         finally:
-            for name, p in params.items():
-                p.copy_(own[name])
+            copy_weights(self.module, own)
 
     def averaged_state_dict(self):
         """The module's state_dict with the average in place of its parameters (best.pt's weights;

@@ -21,6 +21,7 @@ from ..models.documents import ChainVAE, is_chain_prior
 from ..models.labeled import LabeledVAE, is_class_prior, parse_classes
 from ..data.store import STORE, is_store, open_store, read_store_info
 from ..data.tokenizers import load_tokenizer, vocab_hash
+from .averaging import copy_weights
 
 CONFIG, CHECKPOINT, BEST, CORPUS, METRICS, LOCK = (
     "config.json", "checkpoint.pt", "best.pt", "corpus.pt", "metrics.csv", ".lock")
@@ -116,9 +117,7 @@ def load_run(run_dir, device="cpu", which="best"):
     svae = build_model(config, len(tokenizer)).to(device)
     restore_model(svae, state, tokenizer, path)
     if "ema" in state:  # checkpoint.pt of an --ema run: the average, the weights its validation scored
-        with torch.no_grad():
-            for name, p in svae.named_parameters():
-                p.copy_(state["ema"]["average"][name])
+        copy_weights(svae, state["ema"]["average"])
     return svae.eval(), tokenizer, config
 
 
