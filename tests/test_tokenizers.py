@@ -63,3 +63,28 @@ def test_sentencepiece_reads_the_corpus_unk_as_the_unknown_id_and_writes_it_back
     assert tok.unknown_words(s) == []
     # a character the model never saw is an unknown word too, and reads back as <unk>
     assert UNK in tok.encode("the ∆ man") and tok.decode(tok.encode("the ∆ man")) == "the <unk> man"
+
+
+def test_a_sentencepiece_tokenizer_saved_before_the_unk_rule_encodes_as_its_model_was_trained(tmp_path):
+    """A tokenizer.json without "corpus_unk" (written before <unk> became the <unk> id) keeps
+    sentencepiece's own reading of <unk>, so an old run's tokens and scores do not change."""
+    import json
+
+    tok = SentencePieceTokenizer.build(toy_sentences(300), str(tmp_path), vocab_size=60)
+    tok.save(str(tmp_path))
+    assert json.loads((tmp_path / "tokenizer.json").read_text())["corpus_unk"] is True
+    s = "the <unk> man"
+    assert load_tokenizer(str(tmp_path)).encode(s) == tok.encode(s)
+
+    state = json.loads((tmp_path / "tokenizer.json").read_text())
+    del state["corpus_unk"]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(state))
+    old = load_tokenizer(str(tmp_path))
+    assert old.encode(s) == old.sp.encode(s) != tok.encode(s)  # '<' and '>' unknown characters, as then
+    assert old.decode(old.encode("the old man")) == "the old man"
+    assert old.decode([UNK]) == old.sp.decode([UNK])  # sentencepiece's own rendering
+    assert old.unknown_words("the <unk>") == ["<unk>"]
+    assert vocab_hash(old) == vocab_hash(tok)
+    (tmp_path / "again").mkdir()
+    old.save(str(tmp_path / "again"))  # an export keeps the old reading
+    assert json.loads((tmp_path / "again" / "tokenizer.json").read_text())["corpus_unk"] is False

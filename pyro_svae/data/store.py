@@ -27,7 +27,7 @@ from ..checkpoint import atomic_write_bytes
 from .corpus import SPLITS, split_files
 from ..errors import SVAEError
 from .sources import progress_bar_for, scan_sources, source_sentences, train_lines
-from .tokenizers import SentencePieceTokenizer, WordTokenizer, load_tokenizer, vocab_hash
+from .tokenizers import SentencePieceTokenizer, WordTokenizer, load_tokenizer, tokenizer_from_state, vocab_hash
 from .writer import SplitWriter
 
 STORE = "store.json"
@@ -187,8 +187,7 @@ _WORKER = {}
 
 
 def _init_worker(state, folder):
-    _WORKER["tokenizer"] = (WordTokenizer(state["vocab"]) if state["kind"] == "word"
-                            else SentencePieceTokenizer(os.path.join(folder, state["model"])))
+    _WORKER["tokenizer"] = tokenizer_from_state(state, folder)
 
 
 def _encode_chunk(lines):

@@ -61,14 +61,19 @@ class WordTokenizer:
 class SentencePieceTokenizer:
     """Sentencepiece (unigram) trained on the train split; the model file lives in the run. A
     corpus's own unknown-word token (PTB's ``<unk>``) is the special <unk> id, never spelled in
-    pieces, and the <unk> id (a character the model lacks, too) decodes as ``<unk>``."""
+    pieces, and the <unk> id (a character the model lacks, too) decodes as ``<unk>``.
+
+    ``corpus_unk=False`` reads a tokenizer.json written before that rule (it lacks the key): its
+    model learned ``<unk>`` as text, so it encodes and decodes as sentencepiece does, as it was
+    trained."""
 
     kind = "spm"
 
-    def __init__(self, model_path):
+    def __init__(self, model_path, corpus_unk=True):
         import sentencepiece as spm
 
         self.model_path = model_path
+        self.corpus_unk = corpus_unk
         self.sp = spm.SentencePieceProcessor(model_file=model_path)
         self.vocab = [self.sp.id_to_piece(i) for i in range(self.sp.get_piece_size())]
 
@@ -91,6 +96,8 @@ class SentencePieceTokenizer:
         return len(self.vocab)
 
     def encode(self, text):
+        if not self.corpus_unk:
+            return self.sp.encode(text)
         ids = []
         for i, part in enumerate(text.split(UNK_TEXT)):
             ids += ([UNK] if i else []) + (self.sp.encode(part) if part.strip() else [])
@@ -98,6 +105,8 @@ class SentencePieceTokenizer:
 
     def decode(self, ids):
         """Pieces to text; each <unk> id as the word ``<unk>`` (sentencepiece's own is " ⁇ ")."""
+        if not self.corpus_unk:
+            return self.sp.decode([i for i in ids if i not in (PAD, BOS, EOS)])
         words, run = [], []
         for i in ids:
             if i == UNK:
@@ -108,10 +117,11 @@ class SentencePieceTokenizer:
         return " ".join(" ".join(words + [self.sp.decode(run)]).split())
 
     def unknown_words(self, text):
-        return [w for w in text.split() if w != UNK_TEXT and UNK in self.sp.encode(w)]
+        return [w for w in text.split() if (w != UNK_TEXT or not self.corpus_unk) and UNK in self.sp.encode(w)]
 
     def state(self):
-        return {"kind": self.kind, "vocab": self.vocab, "model": os.path.basename(self.model_path)}
+        return {"kind": self.kind, "vocab": self.vocab, "model": os.path.basename(self.model_path),
+                "corpus_unk": self.corpus_unk}
 
     def save(self, run_dir):
         _write_json(os.path.join(run_dir, "tokenizer.json"), self.state())
@@ -127,13 +137,22 @@ def load_tokenizer(run_dir):
     try:
         with open(path, encoding="utf-8") as f:
             state = json.load(f)
-        if state["kind"] == "word":
-            return WordTokenizer(state["vocab"])
-        if state["kind"] == "spm":
-            return SentencePieceTokenizer(os.path.join(run_dir, state["model"]))
+        tokenizer = tokenizer_from_state(state, run_dir)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise SVAEError(f"{path}: not a readable tokenizer ({e.__class__.__name__})") from None
-    raise SVAEError(f"{path}: unknown tokenizer kind {state['kind']!r}")
+    if tokenizer is None:
+        raise SVAEError(f"{path}: unknown tokenizer kind {state['kind']!r}")
+    return tokenizer
+
+
+def tokenizer_from_state(state, folder):
+    """The tokenizer of a tokenizer.json's ``state`` (a sentencepiece model file in ``folder``);
+    None for an unknown kind."""
+    if state["kind"] == "word":
+        return WordTokenizer(state["vocab"])
+    if state["kind"] == "spm":  # no corpus_unk key: written before <unk> became the <unk> id
+        return SentencePieceTokenizer(os.path.join(folder, state["model"]), state.get("corpus_unk", False))
+    return None
 
 
 def _write_json(path, obj):
