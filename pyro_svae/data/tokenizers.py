@@ -104,7 +104,8 @@ class SentencePieceTokenizer:
         return ids
 
     def decode(self, ids):
-        """Pieces to text; each <unk> id as the word ``<unk>`` (sentencepiece's own is " ⁇ ")."""
+        """Pieces to text; each <unk> id as the word ``<unk>`` (sentencepiece's own, " ⁇ ", without
+        corpus_unk)."""
         if not self.corpus_unk:
             return self.sp.decode([i for i in ids if i not in (PAD, BOS, EOS)])
         words, run = [], []
