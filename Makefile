@@ -35,7 +35,7 @@ data/ptb/ptb.train.txt: | setup
 
 quickstart: setup data
 	@test -f $(RUN)/best.pt || $(PY) cli.py train --data data/ptb --out $(RUN) --max-minutes 4.5 \
-		--tokenizer spm --vocab-size 4000 --max-len 30 --emb-dim 128 --hidden 256 --dropout 0 --word-keep 0.3 \
+		--tokenizer spm --vocab-size 4000 --max-len 30 --emb-dim 128 --hidden 256 --enc-hidden 256 --dropout 0 --word-keep 0.3 \
 		--free-bits 2 --bow 2 --skip --feed-z --tie --pool mean --batch-size 64 --lr 3e-3 --kl-schedule linear:0,3000 \
 		--patience 0 --select bleu --eval-every 500 --ema 0
 	@echo "--- five sentences from the prior (python cli.py sample $(RUN) -n 5 --decode beam)"

@@ -33,7 +33,7 @@ TEMPLATES = ["the {} cat sat on the mat near the door", "{} stocks fell sharply 
              "we do n't {} think so at all", "{} snow is expected tomorrow in the north",
              "my {} friend wants to visit the old castle", "they {} sold every house on this street last year"]
 
-BASE = dict(z_dim=2, hidden=64, emb_dim=32, batch_size=32, lr=3e-3, dropout=0.0, patience=0, eval_every=100,
+BASE = dict(z_dim=2, hidden=64, enc_hidden=0, emb_dim=32, batch_size=32, lr=3e-3, dropout=0.0, patience=0, eval_every=100,
             kl_schedule="linear:0,300", free_bits=0.0, word_keep=0.5, max_steps=800, skip=False, bow=0.0, device="cpu")
 
 

@@ -252,6 +252,26 @@ def test_presets_give_defaults_that_options_override(corpus, tmp_path, run_cli):
     assert code == 0, err
     stored = json.loads((run / "config.json").read_text())["train"]
     assert (stored["preset"], stored["emb_dim"], stored["z_dim"], stored["free_bits"]) == ("bowman2015", 8, 13, 0.0)
+    assert (stored["hidden"], stored["enc_hidden"], stored["bidirectional"]) == (8, 0, False)  # 8 units, one way
+
+
+def test_the_encoder_summary_follows_the_decoder_size_unless_given():
+    from pyro_svae.models.vae import SentenceVAE
+    from pyro_svae.training.config import TrainConfig, config_from
+    from pyro_svae.training.rundir import model_config
+
+    # -1 (the default): half of --hidden a direction when bidirectional, else --hidden (0)
+    sizes = {(c.hidden, c.enc_hidden) for c in [TrainConfig(hidden=512), config_from(hidden=9)]}
+    assert sizes == {(512, 256), (9, 4)}
+    assert (TrainConfig().hidden, TrainConfig().enc_hidden) == (192, 96)
+    assert TrainConfig(bidirectional=False).enc_hidden == 0 and TrainConfig(enc_hidden=-1, hidden=64).enc_hidden == 32
+    assert TrainConfig(hidden=64, enc_hidden=48).enc_hidden == 48
+    # a stored config keeps what it was built with: 0 (an earlier version's default) stays --hidden a direction
+    earlier = TrainConfig(**{**vars(TrainConfig()), "hidden": 24, "enc_hidden": 0})
+    assert earlier.enc_hidden == 0 and TrainConfig(**vars(earlier)) == earlier
+    for c, summary in ((TrainConfig(hidden=24), 24), (earlier, 48)):
+        svae = SentenceVAE(model_config({"train": vars(c)}, 50))
+        assert svae.encoder.out_dim == summary
 
 
 def test_a_collapsing_latent_is_warned_about_once(corpus, tmp_path, monkeypatch):
@@ -278,6 +298,7 @@ def test_the_li2019_autoencoder_and_plain_presets_are_the_defaults_with_their_ch
     assert (plain.free_bits, plain.lr, plain.skip, plain.bow, plain.feed_z, plain.select, plain.ema) == \
         (0.5, 2e-3, False, 0.0, True, "elbo", 0.0)
     assert default.ema == 0.999 and config_from("bowman2015").ema == 0.0
-    changed = ("free_bits", "lr", "skip", "bow", "feed_z", "select", "ema", "preset")
+    assert (plain.hidden, plain.enc_hidden, default.hidden, default.enc_hidden) == (191, 0, 192, 96)
+    changed = ("free_bits", "lr", "skip", "bow", "feed_z", "select", "ema", "hidden", "enc_hidden", "preset")
     assert {**vars(plain), **{k: getattr(default, k) for k in changed}} == vars(default)
     check_config(plain_lm)  # the earlier defaults are a language model's too: no term that reads z
