@@ -38,6 +38,8 @@ AE = {k: v for k, v in PLAIN.items() if k not in ("free_bits", "select")}  # the
 # Bowman's 191 units in both LSTMs: the networks of every version before the fast ones (PLAIN and AE
 # have them from the plain preset)
 SLOW = dict(hidden=191, enc_hidden=0)
+# the networks of this version's defaults, stated for the recipes measured on them
+FAST = dict(hidden=192, enc_hidden=96)
 V3 = dict(bow=0.0, feed_z=True, free_bits=1.0, select="elbo", ema=0.0, **SLOW)
 # the options of the previous version (the floored-ema recipe), stated for the recipes measured on
 # them; this version's defaults are these options on faster networks (the fast recipe)
@@ -52,7 +54,7 @@ RECIPES = {
     # the same, trained for the whole budget: the validation BLEU (100 sentences) is too noisy to stop on
     "ae-full": ("autoencoder", dict(AE, patience=0), "best"),
     "lm": ("default", dict(model="lm", lr=2e-3, ema=0.0, **SLOW), "best"),
-    "lm-fast": ("default", dict(model="lm", lr=2e-3, ema=0.0, hidden=192), "best"),  # the decoder of fast
+    "lm-fast": ("default", dict(model="lm", lr=2e-3, ema=0.0, **FAST), "best"),  # the decoder of fast
     "bowman2015": ("bowman2015", {}, "best"),
     "li2019": ("li2019", PLAIN, "best"),
     "fb1": ("default", dict(PLAIN, free_bits=1.0), "best"),
@@ -112,10 +114,10 @@ RECIPES = {
     # the defaults on faster networks: a 192-unit decoder (191 slows the LSTMs' and the output layer's
     # products) and a bidirectional encoder of 96 units a direction (a 192-d summary): 1.31x the
     # tokens/s, 14% more steps in PTB's 30 minutes with its validations (docs/results.md)
-    "fast": ("default", dict(V4, hidden=192, enc_hidden=96), "best"),  # the defaults now
-    "fast-seed1": ("default", dict(V4, hidden=192, enc_hidden=96, seed=1), "best"),  # the same from another seed
+    "fast": ("default", dict(V4, **FAST), "best"),  # the defaults now
+    "fast-seed1": ("default", dict(V4, **FAST, seed=1), "best"),  # the same from another seed
     # the autoencoder of those networks (as ae-skip-bow), the whole budget: their channel's limit
-    "ae-fast": ("autoencoder", dict(AE, skip=True, bow=1.0, patience=0, hidden=192, enc_hidden=96), "best"),
+    "ae-fast": ("autoencoder", dict(AE, skip=True, bow=1.0, patience=0, **FAST), "best"),
     # the autoencoder of the skip connection's networks, trained for the whole budget: its channel's limit
     "ae-skip": ("autoencoder", dict(AE, skip=True, patience=0), "best"),
     # the autoencoder of skip-bow's networks (skip connection and bag-of-words term), the whole budget
