@@ -116,6 +116,7 @@ RECIPES = {
     # tokens/s, 14% more steps in PTB's 30 minutes with its validations (docs/results.md)
     "fast": ("default", dict(V4, **FAST), "best"),  # the defaults now
     "fast-seed1": ("default", dict(V4, **FAST, seed=1), "best"),  # the same from another seed
+    "fast-seed2": ("default", dict(V4, **FAST, seed=2), "best"),  # and a third
     # the autoencoder of those networks (as ae-skip-bow), the whole budget: their channel's limit
     "ae-fast": ("autoencoder", dict(AE, skip=True, bow=1.0, patience=0, **FAST), "best"),
     # the autoencoder of the skip connection's networks, trained for the whole budget: its channel's limit
