@@ -1,11 +1,14 @@
 """How much of a sentence its reconstruction keeps: content words of the input found in the
 decoded posterior mean (beam search), over the first sentences of a split.
 
-    python bench/overlap.py RUN [--split valid] [--limit 300] [--beam 5] [--max-tokens 15]
+    python bench/overlap.py RUN [--split valid] [--limit 300] [--beam 5] [--max-tokens 15] [--no-unk]
+                            [--bow-guide WEIGHT]
 
 Content words are evaluation.reconstruction's (tokens with a letter that are neither <unk>, N
 nor a function word). Prints the mean fraction kept, the fraction of sentences keeping more than half, and the
-quick start's two sentences with their reconstructions.
+quick start's two sentences with their reconstructions. ``--no-unk`` forbids <unk> in the
+reconstructions; ``--bow-guide W`` adds W * log softmax(bow(z)) (the run's bag-of-words head) to
+every step's log-probabilities, a product of the decoder and the head.
 """
 
 import argparse
@@ -15,9 +18,27 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pyro  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from pyro_svae import load  # noqa: E402
 from pyro_svae.evaluation.reconstruction import content_kept  # noqa: E402
+
+
+class BowGuided(torch.nn.Module):
+    """The decoder with its bag-of-words head as a second expert: step -> log p_dec + weight * log p_bow."""
+
+    def __init__(self, decoder, bow, weight):
+        super().__init__()
+        self.decoder, self.bow, self.weight, self.out = decoder, bow, weight, decoder.out
+
+    def initial_state(self, z):
+        return self.decoder.initial_state(z)
+
+    def step(self, tokens, z, state):
+        logits, state = self.decoder.step(tokens, z, state)
+        return F.log_softmax(logits, -1) + self.weight * F.log_softmax(self.bow(z), -1), state
+
 
 EXAMPLES = ["the company said it would n't comment on the report", "i do n't think it 's a good idea"]
 
@@ -29,21 +50,28 @@ def main():
     p.add_argument("--limit", type=int, default=300, help="Its first N sentences.")
     p.add_argument("--beam", type=int, default=5, help="Beam width of the reconstructions.")
     p.add_argument("--max-tokens", type=int, default=0, help="Only sentences of at most N words (0: all).")
+    p.add_argument("--no-unk", action="store_true", help="Reconstructions without <unk>.")
+    p.add_argument("--bow-guide", type=float, default=0.0, help="Weight of the bag-of-words head in the search.")
     args = p.parse_args()
     vae = load(args.run, device="cpu", warn=lambda m: None)
+    if args.bow_guide:
+        if vae.svae.bow is None:
+            sys.exit(f"error: --bow-guide: {args.run} has no bag-of-words head (trained without --bow)")
+        vae.svae.decoder = BowGuided(vae.svae.decoder, vae.svae.bow, args.bow_guide)
+    search = dict(strategy="beam", beam=args.beam, unk=not args.no_unk)
     pyro.set_rng_seed(0)
     split = vae.split(args.split, limit=args.limit, max_words=args.max_tokens)  # words, whatever the tokenizer
     texts = [vae.tokenizer.decode(split.sentence(i)) for i in range(len(split))]
     kept = []
     for start in range(0, len(texts), 50):
         chunk = texts[start : start + 50]
-        for text, rec in zip(chunk, vae.reconstruct(chunk, strategy="beam", beam=args.beam)[1]):
+        for text, rec in zip(chunk, vae.reconstruct(chunk, **search)[1]):
             fraction = content_kept(text, rec)
             if fraction is not None:
                 kept.append(fraction)
     print(f"{args.run}: {len(kept)} sentences with content words; mean fraction kept {sum(kept) / len(kept):.3f}; "
           f"sentences keeping more than half {sum(k > 0.5 for k in kept) / len(kept):.3f}")
-    for sentence, rec in zip(EXAMPLES, vae.reconstruct(EXAMPLES, strategy="beam", beam=args.beam)[1]):
+    for sentence, rec in zip(EXAMPLES, vae.reconstruct(EXAMPLES, **search)[1]):
         print(f"  {sentence}  ->  {rec}")
 
 
