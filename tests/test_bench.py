@@ -97,6 +97,20 @@ def test_bench_script_runs_with_a_tiny_budget(script, ptb_like, trained_run):
     assert proc.stdout.strip(), "printed no result"
 
 
+def test_overlap_decodes_refined_posteriors_and_names_a_missing_bow_head(trained_run):
+    script = os.path.join(ROOT, "bench", "overlap.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    refined = subprocess.run([sys.executable, script, trained_run, "--limit", "4", "--beam", "2", "--refine", "2"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert refined.returncode == 0, refined.stderr[-3000:]
+    assert "mean fraction kept" in refined.stdout
+    guided = subprocess.run([sys.executable, script, trained_run, "--limit", "4", "--bow-guide", "1"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert guided.returncode != 0
+    assert guided.stderr.strip().splitlines() == [f"error: --bow-guide: {trained_run} has no bag-of-words head "
+                                                  "(trained without --bow)"]
+
+
 def test_the_minimal_example_trains_and_reconstructs(ptb_like):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "minimal.py"), "--data", f"{ptb_like}/plain",
                            "--steps", "60", "--warmup", "20"], cwd=ROOT, capture_output=True, text=True, timeout=300,
