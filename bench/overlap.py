@@ -25,6 +25,7 @@ import torch.nn.functional as F  # noqa: E402
 from pyro_svae import load  # noqa: E402
 from pyro_svae.evaluation.reconstruction import content_kept  # noqa: E402
 from pyro_svae.inference.refine import refine_summaries  # noqa: E402
+from pyro_svae.models.guides import SingleSite  # noqa: E402
 from pyro_svae.models.networks import frozen  # noqa: E402
 
 
@@ -56,6 +57,17 @@ def reconstruct(vae, texts, refine, **search):
         return vae.decode(vae.svae.posterior(h).mean, **search)
 
 
+def refinable(svae):
+    """Whether --refine can decode the guide's mean: one q(z|x) with a closed-form mean."""
+    if not isinstance(getattr(svae, "posterior", None), SingleSite):
+        return False
+    try:
+        svae.posterior(torch.zeros(1, svae.encoder.out_dim)).mean
+    except NotImplementedError:
+        return False
+    return True
+
+
 EXAMPLES = ["the company said it would n't comment on the report", "i do n't think it 's a good idea"]
 
 
@@ -75,6 +87,8 @@ def main():
         if vae.svae.bow is None:
             sys.exit(f"error: --bow-guide: {args.run} has no bag-of-words head (trained without --bow)")
         vae.svae.decoder = BowGuided(vae.svae.decoder, vae.svae.bow, args.bow_guide)
+    if args.refine and not refinable(vae.svae):
+        sys.exit(f"error: --refine: the {vae.svae.config.guide} guide of {args.run} has no single q(z|x) with a mean")
     search = dict(strategy="beam", beam=args.beam, unk=not args.no_unk)
     pyro.set_rng_seed(0)
     split = vae.split(args.split, limit=args.limit, max_words=args.max_tokens)  # words, whatever the tokenizer
