@@ -13,6 +13,7 @@ mean of q(z|x) after N steps of semi-amortized inference (its ELBO, the model fi
 """
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -44,17 +45,36 @@ class BowGuided(torch.nn.Module):
         return F.log_softmax(logits, -1) + self.weight * F.log_softmax(self.bow(z), -1), state
 
 
-def reconstruct(vae, texts, refine, **search):
-    """The decoded mean of q(z|x) of each text, the guide's summaries first refined ``refine`` steps."""
+def posterior_means(vae, texts, refine):
+    """The mean of q(z|x) of each text [N, Z], the guide's summaries first refined ``refine`` steps."""
     if not refine:
-        return vae.reconstruct(texts, **search)[1]
+        return vae.posterior_mean(texts)
     batch = vae.batch(texts)
     with frozen(vae.svae):
         with torch.no_grad():
             h = vae.svae.encoder(batch.targets, batch.lengths)
         h = refine_summaries(vae.svae, batch, h, refine)
     with torch.no_grad():
-        return vae.decode(vae.svae.posterior(h).mean, **search)
+        return vae.svae.posterior(h).mean
+
+
+@contextlib.contextmanager
+def bow_guided(svae, weight):
+    """Within: the model decodes with BowGuided in place of its decoder (weight 0: unchanged)."""
+    plain = svae.decoder
+    if weight:
+        svae.decoder = BowGuided(plain, svae.bow, weight)
+    try:
+        yield
+    finally:
+        svae.decoder = plain
+
+
+def reconstruct(vae, texts, refine, guide, **search):
+    """The decoded (refined) posterior mean of each text."""
+    z = posterior_means(vae, texts, refine)
+    with bow_guided(vae.svae, guide):
+        return vae.decode(z, **search)
 
 
 def refinable(svae):
@@ -83,10 +103,8 @@ def main():
     p.add_argument("--refine", type=int, default=0, help="Refine q(z|x) by N ELBO steps before decoding.")
     args = p.parse_args()
     vae = load(args.run, device="cpu", warn=lambda m: None)
-    if args.bow_guide:
-        if vae.svae.bow is None:
-            sys.exit(f"error: --bow-guide: {args.run} has no bag-of-words head (trained without --bow)")
-        vae.svae.decoder = BowGuided(vae.svae.decoder, vae.svae.bow, args.bow_guide)
+    if args.bow_guide and vae.svae.bow is None:
+        sys.exit(f"error: --bow-guide: {args.run} has no bag-of-words head (trained without --bow)")
     if args.refine and not refinable(vae.svae):
         sys.exit(f"error: --refine: the {vae.svae.config.guide} guide of {args.run} has no single q(z|x) with a mean")
     search = dict(strategy="beam", beam=args.beam, unk=not args.no_unk)
@@ -96,13 +114,13 @@ def main():
     kept = []
     for start in range(0, len(texts), 50):
         chunk = texts[start : start + 50]
-        for text, rec in zip(chunk, reconstruct(vae, chunk, args.refine, **search)):
+        for text, rec in zip(chunk, reconstruct(vae, chunk, args.refine, args.bow_guide, **search)):
             fraction = content_kept(text, rec)
             if fraction is not None:
                 kept.append(fraction)
     print(f"{args.run}: {len(kept)} sentences with content words; mean fraction kept {sum(kept) / len(kept):.3f}; "
           f"sentences keeping more than half {sum(k > 0.5 for k in kept) / len(kept):.3f}")
-    for sentence, rec in zip(EXAMPLES, reconstruct(vae, EXAMPLES, args.refine, **search)):
+    for sentence, rec in zip(EXAMPLES, reconstruct(vae, EXAMPLES, args.refine, args.bow_guide, **search)):
         print(f"  {sentence}  ->  {rec}")
 
 
