@@ -24,9 +24,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from pyro_svae import load  # noqa: E402
+from pyro_svae.errors import SVAEError  # noqa: E402
 from pyro_svae.evaluation.reconstruction import content_kept  # noqa: E402
 from pyro_svae.inference.refine import refine_summaries  # noqa: E402
-from pyro_svae.models.guides import SingleSite  # noqa: E402
 from pyro_svae.models.networks import frozen  # noqa: E402
 
 
@@ -77,17 +77,6 @@ def reconstruct(vae, texts, refine, guide, **search):
         return vae.decode(z, **search)
 
 
-def refinable(svae):
-    """Whether --refine can decode the guide's mean: one q(z|x) with a closed-form mean."""
-    if not isinstance(getattr(svae, "posterior", None), SingleSite):
-        return False
-    try:
-        svae.posterior(torch.zeros(1, svae.encoder.out_dim)).mean
-    except NotImplementedError:
-        return False
-    return True
-
-
 EXAMPLES = ["the company said it would n't comment on the report", "i do n't think it 's a good idea"]
 
 
@@ -105,8 +94,11 @@ def main():
     vae = load(args.run, device="cpu", warn=lambda m: None)
     if args.bow_guide and vae.svae.bow is None:
         sys.exit(f"error: --bow-guide: {args.run} has no bag-of-words head (trained without --bow)")
-    if args.refine and not refinable(vae.svae):
-        sys.exit(f"error: --refine: the {vae.svae.config.guide} guide of {args.run} has no single q(z|x) with a mean")
+    if args.refine:
+        try:  # the model's own check: one q(z|x), and a closed-form mean to decode
+            vae.svae.q(vae.batch(EXAMPLES[:1])).mean
+        except (SVAEError, NotImplementedError):
+            sys.exit(f"error: --refine: the {vae.svae.config.guide} guide of {args.run} has no single q(z|x) with a mean")
     search = dict(strategy="beam", beam=args.beam, unk=not args.no_unk)
     pyro.set_rng_seed(0)
     split = vae.split(args.split, limit=args.limit, max_words=args.max_tokens)  # words, whatever the tokenizer
