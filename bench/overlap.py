@@ -2,12 +2,13 @@
 decoded posterior mean (beam search), over the first sentences of a split.
 
     python bench/overlap.py RUN [--split valid] [--limit 300] [--beam 5] [--max-tokens 15] [--no-unk]
-                            [--bow-guide WEIGHT] [--refine STEPS]
+                            [--rerank] [--bow-guide WEIGHT] [--refine STEPS]
 
 Content words are evaluation.reconstruction's (tokens with a letter that are neither <unk>, N
 nor a function word). Prints the mean fraction kept, the fraction of sentences keeping more than half, and the
 quick start's two sentences with their reconstructions. ``--no-unk`` forbids <unk> in the
-reconstructions; ``--bow-guide W`` adds W * log softmax(bow(z)) (the run's bag-of-words head) to
+reconstructions; ``--rerank`` chooses among the beam's candidates by log p(x'|z) + log q(z|x')
+(decoding.Beam); ``--bow-guide W`` adds W * log softmax(bow(z)) (the run's bag-of-words head) to
 every step's log-probabilities, a product of the decoder and the head; ``--refine N`` decodes the
 mean of q(z|x) after N steps of semi-amortized inference (its ELBO, the model fixed).
 """
@@ -88,6 +89,7 @@ def main():
     p.add_argument("--beam", type=int, default=5, help="Beam width of the reconstructions.")
     p.add_argument("--max-tokens", type=int, default=0, help="Only sentences of at most N words (0: all).")
     p.add_argument("--no-unk", action="store_true", help="Reconstructions without <unk>.")
+    p.add_argument("--rerank", action="store_true", help="Rerank the beam's candidates by log p(x'|z) + log q(z|x').")
     p.add_argument("--bow-guide", type=float, default=0.0, help="Weight of the bag-of-words head in the search.")
     p.add_argument("--refine", type=int, default=0, help="Refine q(z|x) by N ELBO steps before decoding.")
     args = p.parse_args()
@@ -99,7 +101,7 @@ def main():
             vae.svae.q(vae.batch(EXAMPLES[:1])).mean
         except (SVAEError, NotImplementedError):
             sys.exit(f"error: --refine: the {vae.svae.config.guide} guide of {args.run} has no single q(z|x) with a mean")
-    search = dict(strategy="beam", beam=args.beam, unk=not args.no_unk)
+    search = dict(strategy="beam", beam=args.beam, unk=not args.no_unk, rerank=args.rerank)
     pyro.set_rng_seed(0)
     split = vae.split(args.split, limit=args.limit, max_words=args.max_tokens)  # words, whatever the tokenizer
     texts = [vae.tokenizer.decode(split.sentence(i)) for i in range(len(split))]

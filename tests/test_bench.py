@@ -64,7 +64,7 @@ SCRIPTS = {
     "documents.py": _documents,
     "labels.py": _labeled_yelp,
     "rate_distortion.py": _recipes_table,
-    "overlap.py": lambda root, run: [run, "--limit", "5", "--beam", "2", "--max-tokens", "6", "--no-unk"],
+    "overlap.py": lambda root, run: [run, "--limit", "5", "--beam", "2", "--max-tokens", "6", "--no-unk", "--rerank"],
     "overhead.py": lambda root, run: ["--data", f"{root}/ptb", "--length", "6", "--batch-size", "4", "--steps", "2",
                                       "--rounds", "1"],
     "ptb.py": lambda root, run: ["--data", f"{root}/ptb", "--out", f"{root}/runs-ptb", "--epochs", "1",

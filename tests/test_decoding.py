@@ -152,3 +152,41 @@ def test_no_unk_never_emits_unk_and_otherwise_changes_nothing(strategy):
     banned = make_strategy(strategy, beam=3, unk=False)(svae.decoder, z, 5, 6)
     assert (allowed == UNK).all() and banned.shape == (6, 5)
     assert not (banned == UNK).any() and (banned != PAD).any()
+
+
+def test_rerank_picks_the_candidate_with_the_best_likelihood_both_ways():
+    from pyro_svae.data.corpus import decoded_ids, make_batch
+    from pyro_svae.models.decoding import beams
+
+    vae = tiny_random_vae(vocab_size=9, seed=3)
+    svae, W, L = vae.svae, 6, 6
+    z = torch.randn(40, 2, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        history, _, _ = beams(svae.decoder, z, L, len(z), W)
+        chosen = vae.decode_tokens(z, Beam(width=W, rerank=True), max_len=L)
+        plain = vae.decode_tokens(z, Beam(width=W), max_len=L)
+        changed = 0
+        for i in range(len(z)):  # an independent score of each candidate: teacher-forced log p, the guide's log q
+            cands = history[i]
+            zi = z[i : i + 1].expand(W, -1)
+            lengths = (cands != PAD).sum(1).float()
+            log_p = log_prob(vae, zi, cands)
+            log_q = svae.q(make_batch(decoded_ids(cands))).log_prob(zi)
+            assert torch.equal(chosen[i], cands[((log_p + log_q) / lengths).argmax()])
+            assert torch.equal(plain[i], cands[(log_p / lengths).argmax()])
+            changed += not torch.equal(chosen[i], plain[i])
+    assert changed > 0  # q changes some choices
+
+
+def test_rerank_needs_a_beam_and_a_single_q(trained_run, run_cli, tmp_path):
+    from conftest import quiet, tiny_config, write_corpus
+    from pyro_svae import train
+
+    code, out, err = run_cli("reconstruct", trained_run, "the cat sat .", "--rerank")
+    assert code != 0 and err.strip() == "error: --rerank chooses among a beam's candidates: it goes with --decode beam, not greedy"
+    code, out, err = run_cli("reconstruct", trained_run, "the cat sat .", "--rerank", "--decode", "beam", "--beam", "3")
+    assert code == 0 and len(out.strip().splitlines()) == 1
+    train(tiny_config(write_corpus(tmp_path / "c"), guide="hier-meanfield", prior="hier", max_steps=2),
+          str(tmp_path / "hier"), log=quiet, progress=False)
+    code, out, err = run_cli("sample", str(tmp_path / "hier"), "--decode", "beam", "--rerank")
+    assert code != 0 and err.strip() == "error: --rerank needs a single q(z|x): the hier-meanfield guide has several sites"

@@ -53,6 +53,9 @@ def test_decoding_endpoints_mirror_the_python_api(client, trained_run):
     assert again["samples"] == post["samples"]  # a request's seed makes it repeatable
     samples = client.post("/api/sample", json={"n": 4, "strategy": "sample", "temperature": 0.7, "top_k": 5}).json()
     assert len(samples["samples"]) == 4 and all(r["text"] for r in samples["samples"])
+    reranked = client.post("/api/reconstruct", json={"sentences": [A, B], "strategy": "beam", "beam": 4, "rerank": True})
+    assert [r["text"] for r in reranked.json()["reconstructions"]] == vae.reconstruct(
+        [A, B], strategy="beam", beam=4, rerank=True)[1]
     rec = client.post("/api/reconstruct", json={"sentences": [A, "the cat sat on the zebra ."]}).json()
     assert len(rec["reconstructions"]) == 2 and rec["warnings"] == [
         "sentence 2: not in the vocabulary, read as <unk>: zebra"]
@@ -66,6 +69,7 @@ def test_decoding_endpoints_mirror_the_python_api(client, trained_run):
     ("sample", {"n": 1000}, 400, "n 1000: must lie in [1, 20]"),
     ("sample", {"n": 2, "strategy": "beam", "beam": 50}, 400, "beam 50: must lie in [1, 10]"),
     ("sample", {"n": 2, "strategy": "sample", "temperature": 0}, 400, "--temperature 0.0: must be a positive number"),
+    ("sample", {"n": 2, "rerank": True}, 400, "--rerank chooses among a beam's candidates: it goes with --decode beam"),
     ("sample", {"n": "many"}, 422, "n: Input should be a valid integer"),
     ("sample", {"strategy": "nucleus"}, 422, "strategy: Input should be 'greedy', 'sample' or 'beam'"),
     ("posterior", {"sentence": "a " * 300}, 400, "sentence 1 has 600 characters; at most 400"),

@@ -101,6 +101,22 @@ def test_evaluate_reports_reconstruction_overall_per_sentence_and_in_json(traine
     assert code == 0 and "reconstruction (greedy): BLEU" in stdout
 
 
+def test_evaluate_rerank_scores_the_reranked_beam_and_refuses_greedy_before_scoring(trained_run, run_cli):
+    from pyro_svae import load
+
+    vae = load(trained_run, device="cpu")
+    split = vae.split("valid", limit=10)
+    refs = [vae.tokenizer.decode(split.sentence(i)) for i in range(len(split))]
+    _, texts = vae.reconstruct(refs, strategy="beam", beam=3, rerank=True)
+    code, stdout, err = run_cli("evaluate", trained_run, "--split", "valid", "--limit", "10", "--iw-samples", "2",
+                                "--json", "--quiet", "--decode", "beam", "--beam", "3", "--rerank")
+    assert code == 0, err
+    rec = json.loads(stdout)["reconstruction"]
+    assert rec["decode"] == "beam, reranked" and rec["bleu"] == pytest.approx(corpus_bleu(refs, texts))
+    code, stdout, err = run_cli("evaluate", trained_run, "--split", "valid", "--rerank")
+    assert code != 0 and stdout == "" and "goes with --decode beam, not greedy" in err
+
+
 def test_evaluate_max_words_scores_the_first_sentences_of_at_most_that_many_words(trained_run, run_cli):
     from pyro_svae import load
 

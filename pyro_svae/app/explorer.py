@@ -35,13 +35,14 @@ class Decoding(BaseModel):
     temperature: float = 1.0
     top_k: int = 0
     unk: bool = True  # as TrainedVAE's; the page sends its <unk> checkbox, which starts unticked
+    rerank: bool = False  # beam: the candidate that best explains z both ways (decoding.Beam)
     seed: int = 0
 
     def options(self):
         """The decoding keywords of TrainedVAE, after the request limits."""
         _limit("beam", self.beam, LIMITS["beam"])
         return {"strategy": self.strategy, "beam": self.beam, "temperature": self.temperature, "top_k": self.top_k,
-                "unk": self.unk}
+                "unk": self.unk, "rerank": self.rerank}
 
 
 class SampleRequest(Decoding):

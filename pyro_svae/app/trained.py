@@ -128,9 +128,9 @@ class TrainedVAE(DocumentMeasures):
         """IW-NLL, ELBO, KL, perplexities, mutual information and active units (evaluation.evaluate)."""
         return evaluate(self.svae, self.split(split), samples, **options)
 
-    def reconstruction(self, split="test", limit=0, decode="greedy", beam=5, batch_size=64, max_words=0):
+    def reconstruction(self, split="test", limit=0, decode="greedy", beam=5, batch_size=64, max_words=0, rerank=False):
         """How much of each sentence (the first ``limit``, of at most ``max_words`` words where given)
-        its decoded posterior mean keeps (evaluation/reconstruction.py):
+        its decoded posterior mean keeps (evaluation/reconstruction.py; ``rerank``: decoding.Beam's):
         -> {"totals": {"bleu", "token_accuracy", "content_kept", "exact", "sentences", "by_length"},
         "sentences": [{"reconstruction", "bleu", "token_accuracy", "content_kept", "exact"}]}."""
         from ..evaluation.reconstruction import reconstruct_ids, scores
@@ -138,9 +138,10 @@ class TrainedVAE(DocumentMeasures):
         self._need_latent()
         data = self.split(split, limit=limit, max_words=max_words)
         ids = [data.sentence(i) for i in range(len(data))]
-        decoded = reconstruct_ids(self.svae, ids, make_strategy(decode, beam=beam), batch_size, self.max_len)
+        strategy = make_strategy(decode, beam=beam, rerank=rerank)
+        decoded = reconstruct_ids(self.svae, ids, strategy, batch_size, self.max_len)
         totals, rows = scores([self.tokenizer.decode(s) for s in ids], [self.tokenizer.decode(s) for s in decoded])
-        return {"totals": {**totals, "decode": decode}, "sentences": rows}
+        return {"totals": {**totals, "decode": decode + (", reranked" if rerank else "")}, "sentences": rows}
 
     def refine(self, split="test", steps=20, **options):
         """The amortization gap: mean ELBO before and after ``steps`` per-sentence SVI steps."""

@@ -229,6 +229,11 @@ def make_batch(ids, index=None, labels=None):
     return Batch(index, inputs, targets, lengths, labels)
 
 
+def decoded_ids(tokens):
+    """Decoded rows tokens [N, L] (w1..wn </s> <pad>..) -> their token-id lists, without specials."""
+    return [[t for t in row if t not in (PAD, BOS, EOS)] for row in tokens.tolist()]
+
+
 class BatchOrder:
     """An epoch's batches as one permutation of the split and batch boundaries (no Python object
     per sentence): ``order[i]`` is the i-th batch's positions [b] (int64)."""

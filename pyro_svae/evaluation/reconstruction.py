@@ -7,8 +7,7 @@ contains, and exact matches; overall, per sentence and by length bucket."""
 import torch
 from sacrebleu.metrics import BLEU
 
-from ..data.corpus import make_batch
-from ..data.tokenizers import BOS, EOS, PAD
+from ..data.corpus import decoded_ids, make_batch
 from ..devices import forked_rng
 from ..models.decoding import Greedy
 
@@ -93,7 +92,7 @@ def reconstruct_ids(svae, sentences, strategy=None, batch_size=64, max_len=None)
             z = svae.posterior_mean(make_batch(chunk).to(svae.device))
             limit = max_len or (max(len(s) for s in chunk) + 10)
             _, tokens = svae.decode(z, strategy=strategy, max_len=limit)
-            out += [[t for t in row if t not in (PAD, BOS, EOS)] for row in tokens.tolist()]
+            out += decoded_ids(tokens)
     svae.train(was_training)
     return out
 

@@ -3,7 +3,12 @@
 Each search takes the decoder, z [B, Z] and a maximum length, runs one decoder step per time
 step for the whole batch, and returns tokens [B, L] (w1..wn </s> then <pad>; a sentence that
 never emits </s> is cut at ``max_len``). With ``unk=False`` a search never emits <unk> (for display:
-the likeliest real word takes its place)."""
+the likeliest real word takes its place).
+
+A beam search with ``rerank`` chooses among its ``width`` finished candidates x' the one that best
+explains z both ways: log p(x'|z) + log q(z|x'), over length ** length_penalty. The model binds
+``posterior`` (tokens [N, L] -> q(z|x') of batch shape [N]); a generic candidate that the decoder
+likes but whose posterior lies elsewhere loses to one that the encoder maps back near z."""
 
 import dataclasses
 import math
@@ -64,16 +69,37 @@ class Sampling:
         return _run(decoder, z, max_len, pick, batch_size, self.unk)
 
 
+RERANK_CHUNK = 1024  # candidates encoded at once by a reranking beam: memory flat in batch * width
+
+
 @dataclasses.dataclass
 class Beam:
-    """Beam search; the final choice ranks by total log-probability / length ** length_penalty."""
+    """Beam search; the final choice ranks by total log-probability / length ** length_penalty, plus
+    log q(z|x') with ``rerank`` (``posterior`` bound by the model)."""
 
     width: int = 5
     length_penalty: float = 1.0
     unk: bool = True
+    rerank: bool = False
+    posterior: object = None
 
     def __call__(self, decoder, z, max_len, batch_size):
-        return beam_search(decoder, z, max_len, batch_size, self.width, self.length_penalty, unk=self.unk)[0]
+        if not self.rerank:
+            return beam_search(decoder, z, max_len, batch_size, self.width, self.length_penalty, unk=self.unk)[0]
+        if self.posterior is None or z is None:
+            raise SVAEError("--rerank: this model has no single q(z|x) to rerank with")
+        history, scores, lengths = beams(decoder, z, max_len, batch_size, self.width, unk=self.unk)
+        B, W, L = history.shape
+        flat, zz = history.reshape(B * W, L), z.repeat_interleave(W, dim=0)
+        log_q = torch.cat([self.posterior(flat[i : i + RERANK_CHUNK]).log_prob(zz[i : i + RERANK_CHUNK])
+                           for i in range(0, B * W, RERANK_CHUNK)]).view(B, W)
+        best = _best(scores + log_q.to(scores.dtype), lengths, self.length_penalty)
+        return history[torch.arange(B, device=history.device), best]
+
+
+def _best(scores, lengths, length_penalty):
+    """The index [B] of each row's best candidate by score / length ** length_penalty."""
+    return (scores / lengths.clamp(min=1) ** length_penalty).argmax(dim=1)
 
 
 def beam_search(decoder, z, max_len, batch_size, width, length_penalty=1.0, start=None, allow_eos=True, unk=True):
@@ -81,6 +107,15 @@ def beam_search(decoder, z, max_len, batch_size, width, length_penalty=1.0, star
 
     start: optional (state, tokens [B]) to continue from, e.g. after a forced prefix (see
     ``prefix_start``); allow_eos=False makes every sentence exactly ``max_len`` tokens long."""
+    history, scores, lengths = beams(decoder, z, max_len, batch_size, width, start, allow_eos, unk)
+    best = _best(scores, lengths, length_penalty)
+    pick = torch.arange(batch_size, device=history.device)
+    return history[pick, best], scores[pick, best]
+
+
+def beams(decoder, z, max_len, batch_size, width, start=None, allow_eos=True, unk=True):
+    """Every candidate of a beam search: -> tokens [B, W, L], total log-probabilities [B, W]
+    (-inf for a slot no hypothesis filled) and lengths [B, W] (</s> counted); options as beam_search's."""
     B, W = batch_size, width
     device = decoder.out.weight.device
     zz = z.repeat_interleave(W, dim=0) if z is not None else None
@@ -119,10 +154,7 @@ def beam_search(decoder, z, max_len, batch_size, width, length_penalty=1.0, star
         tokens = tok.view(-1)
         if bool(finished.all()):
             break
-    ranked = scores / lengths.clamp(min=1) ** length_penalty
-    best = ranked.argmax(dim=1)
-    pick = torch.arange(B, device=device)
-    return history[pick, best], scores[pick, best]
+    return history, scores, lengths
 
 
 def prefix_start(decoder, z, prefixes):
@@ -137,8 +169,10 @@ def prefix_start(decoder, z, prefixes):
     return state, inputs[:, -1]
 
 
-def make_strategy(strategy="greedy", beam=5, temperature=1.0, top_k=0, length_penalty=1.0, unk=True):
+def make_strategy(strategy="greedy", beam=5, temperature=1.0, top_k=0, length_penalty=1.0, unk=True, rerank=False):
     """The search named ``strategy`` with its options checked (a one-line SVAEError for a bad one)."""
+    if rerank and strategy != "beam":
+        raise SVAEError(f"--rerank chooses among a beam's candidates: it goes with --decode beam, not {strategy}")
     if strategy == "greedy":
         return Greedy(unk)
     if strategy == "sample":
@@ -152,5 +186,5 @@ def make_strategy(strategy="greedy", beam=5, temperature=1.0, top_k=0, length_pe
             raise SVAEError(f"--beam {beam}: must be at least 1")
         if not math.isfinite(length_penalty):
             raise SVAEError(f"--length-penalty {length_penalty}: must be a finite number")
-        return Beam(beam, length_penalty, unk)
+        return Beam(beam, length_penalty, unk, rerank)
     raise SVAEError(f"unknown decoding {strategy!r}; use greedy, sample or beam")

@@ -29,7 +29,9 @@ from ..errors import SVAEError
 from .guides import SingleSite, guide_class, make_guide, widened
 from .likelihood import Sentences
 from .registration import module
+from .decoding import Beam
 from .networks import Decoder, Encoder, word_dropout
+from ..data.corpus import decoded_ids, make_batch
 from ..data.tokenizers import PAD
 
 BETA_FLOOR = 1e-4  # poutine.scale rejects 0, so KL schedules start here
@@ -245,11 +247,22 @@ class SentenceVAE(nn.Module):
 
     def decode(self, z=None, n=None, strategy=None, max_len=50):
         """The model conditioned on z [N, Z] (or drawing n codes from the prior when z is None), its
-        x decoded by ``strategy``. -> (z or None for the LM, tokens [N, L])."""
+        x decoded by ``strategy``. -> (z or None for the LM, tokens [N, L]). A reranking beam
+        (decoding.Beam) gets q(z|x') of its candidates from this model's guide."""
+        if isinstance(strategy, Beam) and strategy.rerank:
+            strategy = dataclasses.replace(strategy, posterior=self._candidate_posterior())
         model = self.model if z is None else poutine.condition(self.model, data=self.prior.split(z))
         n = n if z is None else z.shape[0]
         trace = poutine.trace(model).get_trace(n=n, strategy=strategy, max_len=max_len)
         return self.latent_value(trace) if self.z_dim > 0 else None, trace.nodes["x"]["value"]
+
+    def _candidate_posterior(self):
+        """tokens [N, L] as decoded -> q(z|x') of each row, for a reranking beam."""
+        if self.z_dim == 0:
+            raise SVAEError("--rerank needs q(z|x): a language model has no latent")
+        if not isinstance(self.posterior, SingleSite):
+            raise SVAEError(f"--rerank needs a single q(z|x): the {self.config.guide} guide has several sites")
+        return lambda tokens: self.q(make_batch(decoded_ids(tokens)).to(self.device))
 
     def posterior_mean(self, batch, samples=64):
         """E_q[z] per sentence [B, Z]: exact where the family has a mean, else over ``samples`` draws."""

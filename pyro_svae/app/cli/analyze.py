@@ -6,6 +6,7 @@ import os
 import click
 
 from ...errors import SVAEError
+from ...models.decoding import make_strategy
 from ...training.documents import whole_documents
 from .options import _explorer
 
@@ -87,17 +88,20 @@ def clusters(run, split, input_file, top, limit, as_json, seed, device, checkpoi
 @click.option("--decode", type=click.Choice(["greedy", "beam"]), default="greedy", show_default=True,
               help="How the posterior mean of each sentence is decoded for the reconstruction metrics.")
 @click.option("--beam", type=click.IntRange(min=1), default=5, show_default=True, help="Beam width (--decode beam).")
+@click.option("--rerank", is_flag=True,
+              help="--decode beam: choose the candidate x' that best explains z both ways, log p(x'|z) + log q(z|x').")
 @click.option("--documents", "documents", is_flag=True,
               help="A run trained on a document store: score its documents (NLL per document and of each sentence "
                    "given the earlier ones; always so for --prior chain and for the LM of whole documents).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, max_words, per_sentence, seed, as_json,
-             device, checkpoint, refine, refine_iw, refine_draws, widen, amp, decode, beam, documents, quiet):
+             device, checkpoint, refine, refine_iw, refine_draws, widen, amp, decode, beam, rerank, documents, quiet):
     """Score a split: IW-NLL (K samples), ELBO, reconstruction, KL, both perplexities, MI, active units,
     and how much of each sentence its decoded posterior mean keeps (BLEU, token accuracy, content words).
 
     Example: python cli.py evaluate runs/ptb --split test --iw-samples 500
     """
+    make_strategy(decode, beam=beam, rerank=rerank)  # a bad combination fails before the scoring
     vae = _explorer(run, device, checkpoint, seed)
     if documents or whole_documents(vae.config["train"]):
         if max_words:
@@ -114,7 +118,7 @@ def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, max_w
     if hasattr(vae, "classify"):  # a --prior class run
         return _report_labeled(totals, rows, per_sentence, as_json, iw_samples)
     if vae.z_dim:
-        rec = vae.reconstruction(data, decode=decode, beam=beam, batch_size=batch_size)
+        rec = vae.reconstruction(data, decode=decode, beam=beam, batch_size=batch_size, rerank=rerank)
         totals["reconstruction"] = rec["totals"]
         rows = [{**row, **r} for row, r in zip(rows, rec["sentences"])]
     _write_rows(per_sentence, rows)
@@ -136,7 +140,7 @@ def evaluate(run, split, input_file, iw_samples, batch_size, chunk, limit, max_w
         click.echo(f"MI       {'n/a (point estimate)' if mi is None else f'{mi:.3f} nats'}")
         click.echo(f"AU       {totals['active_units']} of {len(totals['au_variances'])} dimensions (Cov >= 0.01)")
         r = totals["reconstruction"]
-        click.echo(f"reconstruction ({decode}): BLEU {r['bleu']:.3f}, token accuracy {r['token_accuracy']:.3f}, "
+        click.echo(f"reconstruction ({r['decode']}): BLEU {r['bleu']:.3f}, token accuracy {r['token_accuracy']:.3f}, "
                    f"content words kept {r['content_kept']:.3f}, exact {r['exact']:.3f}")
         for bucket, b in r["by_length"].items():
             click.echo(f"  length {bucket:>6}: {b['sentences']} sentences, BLEU {b['bleu']:.3f}, "

@@ -47,6 +47,9 @@ def _decoding_options(f, unk):
         click.option("--max-len", type=int, default=None, help="Maximum tokens decoded [default: the run's --max-len + 1]."),
         click.option("--unk/--no-unk", default=unk, show_default=True,
                      help="Whether the decoded sentences may contain <unk> (--no-unk: the likeliest real word instead)."),
+        click.option("--rerank", is_flag=True,
+                     help="Beam: choose the candidate x' that best explains z both ways, log p(x'|z) + log q(z|x') "
+                          "(the run's encoder), over length^--length-penalty."),
         click.option("--json", "as_json", is_flag=True, help="Print JSON (with the z of each sentence)."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
@@ -67,6 +70,8 @@ def _explorer(run, device, checkpoint, seed):
 
 def _search(o):
     kw = {"strategy": o["strategy"], "max_len": o["max_len"], "unk": o["unk"]}
+    if o["rerank"]:
+        kw["rerank"] = True  # make_strategy: only with --decode beam
     if o["strategy"] == "beam":
         kw.update(beam=o["beam"], length_penalty=o["length_penalty"])
     if o["strategy"] == "sample":

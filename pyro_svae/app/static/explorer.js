@@ -41,8 +41,10 @@ function run(task) {
 
 function decoding(form) {
   const get = (name) => form.querySelector(`[name=${name}]`).value;
+  const ticked = (name) => form.querySelector(`[name=${name}]`).checked;
   return { strategy: get("strategy"), beam: Number(get("beam")), temperature: Number(get("temperature")),
-           top_k: Number(get("top_k")), unk: form.querySelector("[name=unk]").checked, seed: Number(get("seed")) };
+           top_k: Number(get("top_k")), unk: ticked("unk"), rerank: get("strategy") === "beam" && ticked("rerank"),
+           seed: Number(get("seed")) };
 }
 
 function fillList(list, texts, endsBold) {
