@@ -97,6 +97,17 @@ def test_sample_sentences_and_continue_decode_on_a_tiny_run(chain_run, run_cli):
     assert [r["text"] for r in rows] == vae.decode(z)
 
 
+def test_rerank_reads_the_sentence_head_of_doc_meanfield_alone(chain_run, corpus, tmp_path, run_cli):
+    code, out, err = run_cli("sample", chain_run, "-n", "2", "--decode", "beam", "--rerank")
+    assert code != 0 and err.strip() == "error: --rerank needs q(z_t|x_t) of one sentence: the doc-conjugate guide has none"
+    run = str(tmp_path / "meanfield")
+    train(doc_config(corpus, guide="doc-meanfield", max_steps=5), run, log=quiet, progress=False)
+    code, out, err = run_cli("reconstruct", run, "ann went to the lake .", "ann swam far .", "--decode", "beam",
+                             "--beam", "3", "--rerank", "--json")
+    assert code == 0, err
+    assert len(json.loads(out)) == 2
+
+
 def test_reconstruct_and_homotopy_read_documents(chain_run, run_cli):
     code, out, _ = run_cli("reconstruct", chain_run, "ann went to the lake .", "ann swam far .", "--json")
     assert code == 0 and len(json.loads(out)) == 2

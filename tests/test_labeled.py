@@ -432,3 +432,27 @@ def test_the_explorer_page_colours_by_label_and_samples_a_chosen_label(condition
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#sample-out li"))
         samples = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#sample-out li")]
         assert len(samples) == 5 and all(template_of(s) == 3 for s in samples), samples
+
+
+def test_rerank_under_a_label_scores_candidates_by_q_of_z_given_the_sentence_and_that_label(m2):
+    from pyro_svae.data.corpus import decoded_ids
+    from pyro_svae.data.tokenizers import BOS, PAD
+    from pyro_svae.models.decoding import Beam, beams
+    from pyro_svae.models.likelihood import Sentences
+
+    with torch.no_grad():  # <pad> and <s> ~impossible: teacher-forced log p equals the search's scores
+        m2.decoder.out.bias[PAD] = m2.decoder.out.bias[BOS] = -1e4
+    g = torch.Generator().manual_seed(5)
+    z, y, W = torch.randn(30, 3, generator=g), torch.randint(0, K, (30,), generator=g), 5
+    with torch.inference_mode():
+        chosen = m2.decode(y, z, Beam(W, rerank=True), max_len=6)[1]
+        history = beams(m2.decoder, m2.code(z, y), 6, 30, W)[0]
+        changed = 0
+        for i in range(30):
+            cands, code = history[i], m2.code(z[i : i + 1], y[i : i + 1]).expand(W, -1)
+            batch = make_batch(decoded_ids(cands))
+            log_q = m2.q_z(m2.encoder(batch.targets, batch.lengths), y[i].expand(W)).log_prob(z[i].expand(W, -1))
+            score = (Sentences(m2.decoder, code).log_prob(cands) + log_q) / (cands != PAD).sum(1)
+            assert torch.equal(chosen[i], cands[score.argmax()])
+            changed += not torch.equal(chosen[i], cands[(score - log_q / (cands != PAD).sum(1)).argmax()])
+    assert changed > 0

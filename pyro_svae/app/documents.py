@@ -18,7 +18,7 @@ from ..data.writer import MAX_DOCUMENT
 from ..errors import SVAEError
 from ..evaluation.documents import document_terms
 from ..evaluation.latent_map import LatentMap
-from .trained import CHUNK, TrainedVAE
+from .trained import CHUNK, TrainedVAE, as_strategy
 
 MEAN_DRAWS = 64  # draws from q that estimate a document's posterior mean
 SENTENCES = 5  # the length of a document drawn from the chain where none is asked (a ROCStories story's)
@@ -43,6 +43,14 @@ class TrainedChainVAE(TrainedVAE):
     def __init__(self, chain, tokenizer, config, warn=None, run_dir=None):
         super().__init__(chain.sentence, tokenizer, config, warn, run_dir)
         self.chain = chain
+
+    def _run_model(self, z, strategy="greedy", max_len=None, n=None, **search):
+        """The sentence VAE's decoding; a reranking beam only where its head is q's own factor of one
+        sentence (doc-meanfield): the other guides' heads are potentials or unused."""
+        strategy = as_strategy(strategy, search)
+        if getattr(strategy, "rerank", False) and self.chain.kind != "doc-meanfield":
+            raise SVAEError(f"--rerank needs q(z_t|x_t) of one sentence: the {self.chain.kind} guide has none")
+        return super()._run_model(z, strategy, max_len, n)
 
     def document_batch(self, document):
         return make_document_batch([self.token_ids(as_document(document))])

@@ -7,8 +7,8 @@ the likeliest real word takes its place).
 
 A beam search with ``rerank`` chooses among its ``width`` finished candidates x' the one that best
 explains z both ways: log p(x'|z) + log q(z|x'), over length ** length_penalty. The model binds
-``posterior`` (tokens [N, L] -> q(z|x') of batch shape [N]); a generic candidate that the decoder
-likes but whose posterior lies elsewhere loses to one that the encoder maps back near z."""
+``log_q`` (``bind_rerank``); a generic candidate that the decoder likes but whose posterior lies
+elsewhere loses to one that the encoder maps back near z."""
 
 import dataclasses
 import math
@@ -75,26 +75,33 @@ RERANK_CHUNK = 1024  # candidates encoded at once by a reranking beam: memory fl
 @dataclasses.dataclass
 class Beam:
     """Beam search; the final choice ranks by total log-probability / length ** length_penalty, plus
-    log q(z|x') with ``rerank`` (``posterior`` bound by the model)."""
+    log q(z|x') with ``rerank`` (``log_q``: candidates [N, L], z [N, Z] -> [N], bound by the model)."""
 
     width: int = 5
     length_penalty: float = 1.0
     unk: bool = True
     rerank: bool = False
-    posterior: object = None
+    log_q: object = None
 
     def __call__(self, decoder, z, max_len, batch_size):
         if not self.rerank:
             return beam_search(decoder, z, max_len, batch_size, self.width, self.length_penalty, unk=self.unk)[0]
-        if self.posterior is None or z is None:
-            raise SVAEError("--rerank: this model has no single q(z|x) to rerank with")
+        if self.log_q is None or z is None:
+            raise SVAEError("--rerank: this model has no q(z|x) to rerank with")
         history, scores, lengths = beams(decoder, z, max_len, batch_size, self.width, unk=self.unk)
         B, W, L = history.shape
         flat, zz = history.reshape(B * W, L), z.repeat_interleave(W, dim=0)
-        log_q = torch.cat([self.posterior(flat[i : i + RERANK_CHUNK]).log_prob(zz[i : i + RERANK_CHUNK])
+        log_q = torch.cat([self.log_q(flat[i : i + RERANK_CHUNK], zz[i : i + RERANK_CHUNK])
                            for i in range(0, B * W, RERANK_CHUNK)]).view(B, W)
         best = _best(scores + log_q.to(scores.dtype), lengths, self.length_penalty)
         return history[torch.arange(B, device=history.device), best]
+
+
+def bind_rerank(strategy, log_q):
+    """``strategy`` with the model's ``log_q()`` (a factory, called only for a reranking beam) bound."""
+    if isinstance(strategy, Beam) and strategy.rerank:
+        return dataclasses.replace(strategy, log_q=log_q())
+    return strategy
 
 
 def _best(scores, lengths, length_penalty):

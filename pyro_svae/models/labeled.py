@@ -23,8 +23,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pyro import poutine
 
+from ..data.corpus import decoded_ids, make_batch
 from ..errors import SVAEError
 from .guides import SingleSite, make_guide
+from .decoding import bind_rerank
 from .likelihood import Sentences
 from .networks import Decoder, Encoder, word_dropout
 from .registration import module
@@ -173,7 +175,7 @@ class LabeledVAE(nn.Module):
     def decode(self, y, z=None, strategy=None, max_len=50):
         """Sentences of classes y [N] (ids) from z [N, Z] (or z ~ p(z)) decoded by ``strategy``.
         -> (z, tokens [N, L])."""
-        n = y.shape[0]
+        n, strategy = y.shape[0], bind_rerank(strategy, self._candidate_log_q)
         model = self.model if z is None else poutine.condition(self.model, data={"z": z})
         trace = poutine.trace(model).get_trace(y=y, n=n, strategy=strategy, max_len=max_len)
         return trace.nodes["z"]["value"], trace.nodes["x"]["value"]
@@ -181,7 +183,17 @@ class LabeledVAE(nn.Module):
     def decode_code(self, code, strategy=None, max_len=50):
         """Sentences from decoder inputs ``code`` [N, Z + K] (e.g. points between two [z, onehot(y)]):
         tokens [N, L]."""
+        strategy = bind_rerank(strategy, self._candidate_log_q)
         return Sentences(self.decoder, code, strategy=strategy, max_len=max_len, batch_size=code.shape[0]).sample()
+
+    def _candidate_log_q(self):
+        """(tokens [N, L] as decoded, codes [N, Z + K]) -> log q(z|x', y) [N], y the code's likeliest
+        class (its own where the code is [z, onehot(y)]), for a reranking beam."""
+        def log_q(tokens, code):
+            batch = make_batch(decoded_ids(tokens)).to(self.device)
+            z, y = code[:, : self.z_dim], code[:, self.z_dim :].argmax(-1)
+            return self.q_z(self.encoder(batch.targets, batch.lengths), y).log_prob(z)
+        return log_q
 
     def z_mean(self, h, y, samples=64):
         """E[z | x, y] [B, Z]: exact where the family has a mean, else over ``samples`` draws (iaf)."""

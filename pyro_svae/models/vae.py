@@ -29,7 +29,7 @@ from ..errors import SVAEError
 from .guides import SingleSite, guide_class, make_guide, widened
 from .likelihood import Sentences
 from .registration import module
-from .decoding import Beam
+from .decoding import bind_rerank
 from .networks import Decoder, Encoder, word_dropout
 from ..data.corpus import decoded_ids, make_batch
 from ..data.tokenizers import PAD
@@ -249,20 +249,19 @@ class SentenceVAE(nn.Module):
         """The model conditioned on z [N, Z] (or drawing n codes from the prior when z is None), its
         x decoded by ``strategy``. -> (z or None for the LM, tokens [N, L]). A reranking beam
         (decoding.Beam) gets q(z|x') of its candidates from this model's guide."""
-        if isinstance(strategy, Beam) and strategy.rerank:
-            strategy = dataclasses.replace(strategy, posterior=self._candidate_posterior())
+        strategy = bind_rerank(strategy, self._candidate_log_q)
         model = self.model if z is None else poutine.condition(self.model, data=self.prior.split(z))
         n = n if z is None else z.shape[0]
         trace = poutine.trace(model).get_trace(n=n, strategy=strategy, max_len=max_len)
         return self.latent_value(trace) if self.z_dim > 0 else None, trace.nodes["x"]["value"]
 
-    def _candidate_posterior(self):
-        """tokens [N, L] as decoded -> q(z|x') of each row, for a reranking beam."""
+    def _candidate_log_q(self):
+        """(tokens [N, L] as decoded, z [N, Z]) -> log q(z|x') of each row [N], for a reranking beam."""
         if self.z_dim == 0:
             raise SVAEError("--rerank needs q(z|x): a language model has no latent")
         if not isinstance(self.posterior, SingleSite):
             raise SVAEError(f"--rerank needs a single q(z|x): the {self.config.guide} guide has several sites")
-        return lambda tokens: self.q(make_batch(decoded_ids(tokens)).to(self.device))
+        return lambda tokens, z: self.q(make_batch(decoded_ids(tokens)).to(self.device)).log_prob(z)
 
     def posterior_mean(self, batch, samples=64):
         """E_q[z] per sentence [B, Z]: exact where the family has a mean, else over ``samples`` draws."""
