@@ -1,5 +1,6 @@
 # pyro-svae: `make quickstart` sets up, trains on PTB's sentences of up to 30 subword pieces for 4.5
-# minutes, then samples, reconstructs and interpolates; `make test` tests.
+# minutes, then samples, reconstructs and interpolates (reconstructions by a beam of 20 reranked by the
+# encoder); `make test` tests.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -35,17 +36,17 @@ data/ptb/ptb.train.txt: | setup
 
 quickstart: setup data
 	@test -f $(RUN)/best.pt || $(PY) cli.py train --data data/ptb --out $(RUN) --max-minutes 4.5 \
-		--tokenizer spm --vocab-size 4000 --max-len 30 --emb-dim 128 --hidden 256 --enc-hidden 256 --dropout 0 --word-keep 0.3 \
+		--tokenizer spm --vocab-size 4000 --max-len 30 --emb-dim 128 --hidden 256 --enc-hidden 256 --z-dim 128 --dropout 0 --word-keep 0.3 \
 		--free-bits 2 --bow 2 --skip --feed-z --tie --pool mean --batch-size 64 --lr 3e-3 --kl-schedule linear:0,3000 \
 		--patience 0 --select bleu --eval-every 500 --ema 0
 	@echo "--- five sentences from the prior (python cli.py sample $(RUN) -n 5 --decode beam)"
 	@$(PY) cli.py sample $(RUN) -n 5 --decode beam
-	@echo "--- two sentences and their reconstructions (python cli.py reconstruct $(RUN) ... --decode beam)"
-	@$(PY) cli.py reconstruct $(RUN) "$(A)" "$(B)" --decode beam
-	@echo "--- the homotopy between them (python cli.py homotopy $(RUN) ... --steps 5 --decode beam)"
-	@$(PY) cli.py homotopy $(RUN) "$(A)" "$(B)" --steps 5 --decode beam
-	@echo "--- content words kept by the reconstructions of validation sentences of up to 15 words (python bench/overlap.py $(RUN) --max-tokens 15)"
-	@$(PY) bench/overlap.py $(RUN) --max-tokens 15 --limit 300
+	@echo "--- two sentences and their reconstructions (python cli.py reconstruct $(RUN) ... --decode beam --beam 20 --rerank)"
+	@$(PY) cli.py reconstruct $(RUN) "$(A)" "$(B)" --decode beam --beam 20 --rerank
+	@echo "--- the homotopy between them (python cli.py homotopy $(RUN) ... --steps 5 --decode beam --beam 20 --rerank)"
+	@$(PY) cli.py homotopy $(RUN) "$(A)" "$(B)" --steps 5 --decode beam --beam 20 --rerank
+	@echo "--- content words kept by the reconstructions of validation sentences of up to 15 words (python bench/overlap.py $(RUN) --max-tokens 15 --beam 20 --rerank)"
+	@$(PY) bench/overlap.py $(RUN) --max-tokens 15 --limit 300 --beam 20 --rerank
 	@echo "--- the run is in $(RUN): metrics.csv, config.json, best.pt, checkpoint.pt"
 
 clean:

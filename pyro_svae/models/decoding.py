@@ -5,7 +5,7 @@ step for the whole batch, and returns tokens [B, L] (w1..wn </s> then <pad>; a s
 never emits </s> is cut at ``max_len``). With ``unk=False`` a search never emits <unk> (for display:
 the likeliest real word takes its place).
 
-A beam search with ``rerank`` chooses among its ``width`` finished candidates x' the one that best
+A beam search with ``rerank`` chooses among its ``width`` candidates x' the one that best
 explains z both ways: log p(x'|z) + log q(z|x'), over length ** length_penalty. The model binds
 ``log_q`` (``bind_rerank``); a generic candidate that the decoder likes but whose posterior lies
 elsewhere loses to one that the encoder maps back near z."""
