@@ -93,7 +93,10 @@ def main():
     p.add_argument("--bow-guide", type=float, default=0.0, help="Weight of the bag-of-words head in the search.")
     p.add_argument("--refine", type=int, default=0, help="Refine q(z|x) by N ELBO steps before decoding.")
     args = p.parse_args()
-    vae = load(args.run, device="cpu", warn=lambda m: None)
+    try:
+        vae = load(args.run, device="cpu", warn=lambda m: None)
+    except SVAEError as e:  # not a run, or an unusable one: the CLI's one line
+        sys.exit(f"error: {e}")
     if args.bow_guide and vae.svae.bow is None:
         sys.exit(f"error: --bow-guide: {args.run} has no bag-of-words head (trained without --bow)")
     if args.refine:

@@ -97,7 +97,7 @@ def test_bench_script_runs_with_a_tiny_budget(script, ptb_like, trained_run):
     assert proc.stdout.strip(), "printed no result"
 
 
-def test_overlap_decodes_refined_posteriors_and_names_a_missing_bow_head(trained_run):
+def test_overlap_decodes_refined_posteriors_and_names_a_missing_bow_head(trained_run, tmp_path):
     script = os.path.join(ROOT, "bench", "overlap.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     refined = subprocess.run([sys.executable, script, trained_run, "--limit", "4", "--beam", "2", "--refine", "2"],
@@ -109,6 +109,10 @@ def test_overlap_decodes_refined_posteriors_and_names_a_missing_bow_head(trained
     assert guided.returncode != 0
     assert guided.stderr.strip().splitlines() == [f"error: --bow-guide: {trained_run} has no bag-of-words head "
                                                   "(trained without --bow)"]
+    not_a_run = subprocess.run([sys.executable, script, str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
+                               text=True, timeout=300)
+    assert not_a_run.returncode != 0 and len(not_a_run.stderr.strip().splitlines()) == 1
+    assert not_a_run.stderr.startswith("error: ") and str(tmp_path) in not_a_run.stderr
 
 
 def test_the_minimal_example_trains_and_reconstructs(ptb_like):
