@@ -97,10 +97,11 @@ class Beam:
         return history[torch.arange(B, device=history.device), best]
 
 
-def bind_rerank(strategy, log_q):
-    """``strategy`` with the model's ``log_q()`` (a factory, called only for a reranking beam) bound."""
+def bind_rerank(strategy, make_log_q):
+    """``strategy`` with the model's log q bound: ``make_log_q()`` -> Beam.log_q, called only for a
+    reranking beam (it raises where the model has none)."""
     if isinstance(strategy, Beam) and strategy.rerank:
-        return dataclasses.replace(strategy, log_q=log_q())
+        return dataclasses.replace(strategy, log_q=make_log_q())
     return strategy
 
 
