@@ -46,11 +46,22 @@ def main():
             time.sleep(0.3)
             driver.save_screenshot(os.path.join(args.out, f"explorer-{name}.png"))
 
+        def reranked_beam(form, width=10):  # a beam of 10 (the most one request takes), reranked
+            driver.find_element(By.CSS_SELECTOR, f"#{form} [name=strategy]").send_keys("beam")
+            box = driver.find_element(By.CSS_SELECTOR, f"#{form} [name=beam]")
+            box.clear()
+            box.send_keys(str(width))
+            driver.find_element(By.CSS_SELECTOR, f"#{form} [name=rerank]").click()
+
+        driver.find_element(By.CSS_SELECTOR, "[data-tab=homotopy]").click()
+        reranked_beam("homotopy-form")
         tab("homotopy", "run-homotopy", "homotopy-out")  # the page's two example sentences
         points = driver.find_elements(By.CSS_SELECTOR, "#map-plot circle.point")
         driver.find_element(By.CSS_SELECTOR, "[data-tab=map]").click()
         webdriver.ActionChains(driver).move_to_element(points[7]).perform()
         tab("map")
+        driver.find_element(By.CSS_SELECTOR, "[data-tab=posterior]").click()
+        reranked_beam("posterior-form")
         tab("posterior", "run-posterior", "posterior-out")
         driver.find_element(By.CSS_SELECTOR, "[data-tab=prior]").click()
         driver.find_element(By.CSS_SELECTOR, "#sample-form [name=strategy]").send_keys("beam")
