@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from pyro_svae.errors import run_script  # noqa: E402
 from pyro_svae import config_from, load, train  # noqa: E402
 from pyro_svae.data.store import StoreOptions, is_store, prepare_store  # noqa: E402
 from pyro_svae.devices import cpu_name  # noqa: E402
@@ -124,4 +125,4 @@ def render(rows, a):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

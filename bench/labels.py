@@ -24,6 +24,7 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import pyro_svae  # noqa: E402
+from pyro_svae.errors import run_script  # noqa: E402
 from pyro_svae.data.corpus import gather  # noqa: E402
 from pyro_svae.devices import cpu_name  # noqa: E402
 from pyro_svae.evaluation.adversarial import unigram_counts  # noqa: E402
@@ -113,7 +114,7 @@ def main():
     args = parser.parse_args()
     source = os.path.join(args.data, "short_yelp.train.10000.txt")
     if not os.path.isfile(source):
-        sys.exit(f"{source}: not found")
+        sys.exit(f"error: {source}: not found")
     budget = dict(max_steps=args.steps) if args.steps else dict(max_minutes=args.minutes)
     # the defaults of earlier versions (--preset plain), with which the README's table was measured
     base = dict(preset="plain", labels="tab", patience=0, eval_every=250, device="cpu", **budget)
@@ -160,4 +161,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

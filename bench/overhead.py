@@ -26,6 +26,7 @@ import torch  # noqa: E402
 from pyro import poutine  # noqa: E402
 
 from speed import PRESETS  # noqa: E402
+from pyro_svae.errors import run_script  # noqa: E402
 from pyro_svae.data.corpus import batch_order, encode_sentences, gather, read_sentences, split_files  # noqa: E402
 from pyro_svae.data.tokenizers import WordTokenizer  # noqa: E402
 from pyro_svae.devices import cpu_name  # noqa: E402
@@ -101,7 +102,7 @@ def main():
     batches = [b for b in batches if abs(b.targets.shape[1] - (args.length + 1)) <= 1 and b.size == p["batch_size"]][: p["steps"]]
     c = ModelConfig(vocab_size=len(tokenizer), emb_dim=p["emb_dim"], hidden=p["hidden"], z_dim=p["z_dim"])
     if not batches:
-        sys.exit(f"no batch of {p['batch_size']} sentences of about {args.length} tokens in {args.data}")
+        sys.exit(f"error: no batch of {p['batch_size']} sentences of about {args.length} tokens in {args.data}")
     svae = SentenceVAE(c).train()
     size, beta, keep = len(train), 0.5, 0.75
     kw = dict(size=size, beta=beta, word_keep=keep)
@@ -137,4 +138,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -25,7 +25,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from pyro_svae import load  # noqa: E402
-from pyro_svae.errors import SVAEError  # noqa: E402
+from pyro_svae.errors import SVAEError, run_script  # noqa: E402
 from pyro_svae.evaluation.reconstruction import content_kept  # noqa: E402
 from pyro_svae.inference.refine import refine_summaries  # noqa: E402
 from pyro_svae.models.networks import frozen  # noqa: E402
@@ -93,10 +93,7 @@ def main():
     p.add_argument("--bow-guide", type=float, default=0.0, help="Weight of the bag-of-words head in the search.")
     p.add_argument("--refine", type=int, default=0, help="Refine q(z|x) by N ELBO steps before decoding.")
     args = p.parse_args()
-    try:
-        vae = load(args.run, device="cpu", warn=lambda m: None)
-    except SVAEError as e:  # not a run, or an unusable one: the CLI's one line
-        sys.exit(f"error: {e}")
+    vae = load(args.run, device="cpu", warn=lambda m: None)  # not a run: run_script's one line
     if args.bow_guide and vae.svae.bow is None:
         sys.exit(f"error: --bow-guide: {args.run} has no bag-of-words head (trained without --bow)")
     if args.refine:
@@ -122,4 +119,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from pyro_svae.errors import run_script  # noqa: E402
 from pyro_svae import TrainConfig, load, train  # noqa: E402
 from pyro_svae.devices import cpu_name, resolve_device  # noqa: E402
 from pyro_svae.training.rundir import read_config  # noqa: E402
@@ -154,6 +155,11 @@ def main():
                         help="bf16: the decoder in bfloat16 during evaluation (densities stay float32)")
     parser.add_argument("--seed", type=int, default=0, help="one seed for every run")
     args = parser.parse_args()
+    if not os.path.isdir(args.data):
+        parser.error(f"--data {args.data}: no such folder (make data prepares data/ptb)")
+    unknown = [name for name in args.models.split(",") if name not in MODELS]
+    if unknown:
+        parser.error(f"--models: unknown {', '.join(unknown)}; use {', '.join(MODELS)}")
     device = resolve_device(args.device)
     budget = {"max_minutes": args.minutes} if args.minutes else {"max_epochs": args.epochs}
     os.makedirs(args.out, exist_ok=True)
@@ -179,4 +185,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

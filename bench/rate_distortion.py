@@ -68,7 +68,7 @@ def main():
     args = p.parse_args()
     corpora = read(args.work)
     if not corpora:
-        raise SystemExit(f"{args.work}: no */results.csv (run bench/recipes.py first)")
+        raise SystemExit(f"error: {args.work}: no */results.csv (run bench/recipes.py first)")
     print(f"{plot(corpora, args.out)}: {', '.join(f'{c} ({len(r)} recipes)' for c, r in corpora.items())}")
 
 

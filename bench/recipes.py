@@ -21,6 +21,7 @@ import pyro
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from pyro_svae.errors import run_script  # noqa: E402
 from pyro_svae import config_from, load, train  # noqa: E402
 from pyro_svae.training.config import PRESETS  # noqa: E402
 from pyro_svae.devices import cpu_name  # noqa: E402
@@ -244,6 +245,9 @@ def main():
                    help="With --refine: also that NLL with q then refined by M steps on its 8-draw IW bound "
                         "(evaluate --refine N --refine-iw M).")
     args = p.parse_args()
+    unknown = [name for name in args.recipes.split(",") if name not in RECIPES]
+    if unknown:
+        p.error(f"--recipes: unknown {', '.join(unknown)}; use {', '.join(RECIPES)}")
     work = os.path.join(args.work, os.path.basename(args.corpus_dir.rstrip("/")) if args.corpus_dir else args.corpus)
     data = args.corpus_dir or corpus_folder(args.corpus, work)
     print(f"{cpu_name()}; corpus {data}; budget {f'{args.minutes:g} minutes' if args.minutes else f'{args.steps} steps'}")
@@ -276,4 +280,4 @@ def table(rows):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -114,6 +114,9 @@ def main():
     sys.path.insert(0, ROOT)
     from pyro_svae.devices import cpu_name
 
+    if not all(os.path.isfile(os.path.join(args.ptb, f"ptb.{split}.txt")) for split in ("train", "valid", "test")):
+        p.error(f"--ptb {args.ptb}: no ptb.train.txt, ptb.valid.txt and ptb.test.txt there (make data writes them)")
+
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
     print(f"# {cpu_name()}, {os.cpu_count()} CPUs; --steps {args.steps}", flush=True)

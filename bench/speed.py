@@ -29,6 +29,7 @@ from pyro import poutine  # noqa: E402
 from pyro.infer import SVI, Trace_ELBO  # noqa: E402
 from pyro.optim import ClippedAdam  # noqa: E402
 
+from pyro_svae.errors import run_script  # noqa: E402
 from pyro_svae.data.corpus import batch_order, encode_sentences, gather, read_sentences, split_files  # noqa: E402
 from pyro_svae.models.decoding import Beam  # noqa: E402
 from pyro_svae.devices import cpu_name, resolve_device  # noqa: E402
@@ -299,4 +300,4 @@ def time_evaluation(svae, b, c, args, device):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -22,6 +22,7 @@ import pyro  # noqa: E402
 import torch  # noqa: E402
 from pyro.infer import SVI  # noqa: E402
 
+from pyro_svae.errors import run_script  # noqa: E402
 from pyro_svae.data.corpus import batch_order, gather  # noqa: E402
 from pyro_svae.devices import cpu_name  # noqa: E402
 from pyro_svae.models.vae import SentenceVAE  # noqa: E402
@@ -109,4 +110,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

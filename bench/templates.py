@@ -26,6 +26,7 @@ import pyro  # noqa: E402
 import torch  # noqa: E402
 
 import pyro_svae  # noqa: E402
+from pyro_svae.errors import run_script  # noqa: E402
 from pyro_svae.training.config import TrainConfig  # noqa: E402
 from pyro_svae.training.run import train  # noqa: E402
 
@@ -144,4 +145,4 @@ def main():
 
 if __name__ == "__main__":
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    main()
+    run_script(main)

@@ -97,6 +97,32 @@ def test_bench_script_runs_with_a_tiny_budget(script, ptb_like, trained_run):
     assert proc.stdout.strip(), "printed no result"
 
 
+MISSING = "/nonexistent-corpus"
+BAD_INPUT = {  # script -> (arguments naming a folder that does not exist, or an unknown name; what the error names)
+    "documents.py": (["--data", MISSING, "--steps", "1"], MISSING),
+    "labels.py": (["--data", MISSING], MISSING),
+    "overhead.py": (["--data", MISSING, "--rounds", "1", "--steps", "1"], MISSING),
+    "ptb.py": (["--data", MISSING, "--epochs", "1"], MISSING),
+    "rate_distortion.py": (["--work", MISSING], MISSING),
+    "recipes.py": (["--corpus-dir", MISSING, "--recipes", "default,nope"], "--recipes: unknown nope"),
+    "scale.py": (["--ptb", MISSING, "--sizes", "1"], MISSING),
+    "speed.py": (["--data", MISSING, "--steps", "1", "--rounds", "1"], MISSING),
+    "steps.py": (["--data", MISSING], MISSING),
+}
+
+
+@pytest.mark.parametrize("script", sorted(BAD_INPUT))
+def test_bench_script_answers_bad_input_with_one_error_line(script, tmp_path):
+    args, named = BAD_INPUT[script]
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", script), *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]  # argparse's usage lines come before its error line
+    assert "error: " in last and named in last, proc.stderr
+    assert not os.listdir(tmp_path), "wrote into the working directory"
+
+
 def test_overlap_decodes_refined_posteriors_and_names_a_missing_bow_head(trained_run, tmp_path):
     script = os.path.join(ROOT, "bench", "overlap.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
