@@ -10,7 +10,7 @@ from ..data.store import StoreOptions, is_store, read_store_info
 from ..errors import SVAEError
 from ..inference.schedules import LR_SCHEDULES, parse_schedule
 from ..models.discrete import estimator, parse_mixture, parse_tau
-from ..models.guides import guide_class, make_guide
+from ..models.guides import SingleSite, guide_class, make_guide
 from ..models.documents import DOCUMENT_GUIDES, is_chain_prior
 from ..models.labeled import is_class_prior, parse_classes
 from ..models.networks import POOLS
@@ -64,6 +64,9 @@ PRESETS = {
                   enc_hidden=0),
     # Li et al. 2019: the defaults after 1,000 steps of autoencoder pretraining and a reset decoder
     "li2019": dict(pretrain_steps=1000),
+    # He et al. 2019: the defaults with aggressive encoder updates (up to 100 encoder steps before each
+    # step) until the mutual information I(x; z) stops rising
+    "he2019": dict(aggressive=100),
     # the same networks with the KL weight ~0 and no floor, chosen by validation reconstruction:
     # what the channel can carry at this data size and budget (its prior is not a model of text)
     "autoencoder": dict(kl_schedule="constant:0.0001", free_bits=0.0, select="bleu"),
@@ -78,7 +81,8 @@ OPTIONS = [
            'in use: free bits, the skip connection, dropout, early stopping), plain (the defaults '
            'of earlier versions: free bits 0.5, lr 2e-3, no skip connection), bowman2015 (the '
            'original recipe, which collapses), li2019 '
-           '(autoencoder pretraining, then a reset decoder) or autoencoder (KL weight ~0, chosen by reconstruction).',
+           '(autoencoder pretraining, then a reset decoder), he2019 (aggressive encoder updates, --aggressive 100) or '
+           'autoencoder (KL weight ~0, chosen by reconstruction).',
            choices=tuple(PRESETS)),
     Option('data', '', 'Corpus: a folder with train/valid/test (ptb.train.txt or train.txt ...) or one file split '
            '90/5/5.'),
@@ -142,6 +146,9 @@ OPTIONS = [
     Option('bow', 0.0, "Weight of a bag-of-words term in training: the sentence's words predicted from z alone (Zhao"
            " et al. 2017), so that z carries them early; 0: off (the default: with the KL floor it costs likelihood"
            " and keeps about as much of the sentence). Evaluation and decoding do not use it.", check=OFF_AT_0),
+    Option('aggressive', 0, "He et al. 2019's aggressive encoder updates: before each step, up to N steps that update "
+           'the encoder alone until their loss stops falling, then a step of the decoder alone; the phase ends at the '
+           'first validation whose mutual information I(x;z) does not rise (0: off).', check=AT_LEAST_0),
     Option('pretrain_steps', 0, 'Train as an autoencoder (beta ~ 0) for N steps, then re-initialize the decoder (Li et al. '
            '2019).', check=AT_LEAST_0),
     Option('iw_particles', 1, 'K > 1: train on the K-sample importance-weighted bound (IWAE, Burda et al. 2016), which '
@@ -261,9 +268,21 @@ def check_config(c):
             raise SVAEError("--select bleu scores reconstructions: it is for a VAE, not --model lm")
     else:
         _check_latent(c)
+    _check_aggressive(c)
     parse_schedule(c.kl_schedule, c.max_steps or c.max_epochs or None)
     if c.lr_schedule != "constant" and not (c.max_steps or c.max_epochs):
         raise SVAEError(f"--lr-schedule {c.lr_schedule} falls to 0 at the end of the run: give --max-steps or --max-epochs")
+
+
+def _check_aggressive(c):
+    if not c.aggressive:
+        return
+    if c.model == "lm" or is_chain_prior(c.prior) or is_class_prior(c.prior):
+        raise SVAEError("--aggressive trains the sentence VAE's encoder: not with --model lm, --prior class or chain")
+    head = guide_class(c.guide)
+    if not issubclass(head, SingleSite) or head.point_estimate or c.latent != "gaussian":
+        raise SVAEError(f"--aggressive needs a Gaussian q(z|x) whose mutual information with x ends its phase: "
+                        f"not the {c.guide} guide" + (f" or --latent {c.latent}" if c.latent != "gaussian" else ""))
 
 
 def _check_latent(c):

@@ -22,6 +22,7 @@ from ..inference.schedules import lr_factor
 from ..models.documents import is_chain_prior
 from ..models.labeled import is_class_prior
 from ..progress import progress_bar
+from .aggressive import aggressive_encoder
 from .averaging import WeightAverage
 from .distributed import World
 from .documents import DocumentFamily, concatenated_splits, document_splits, whole_documents
@@ -46,6 +47,9 @@ class Position:
     bad_evals: int = 0  # validations since the best
     minutes: float = 0.0  # of training in all, at the last checkpoint
     lr: float = 0.0
+    mi: float = -math.inf  # --aggressive: I(x; z) at the last validation
+    aggressive_done: bool = False  # --aggressive: its phase has ended
+    encoder_steps: int = 0  # --aggressive: the encoder-only steps taken
 
 
 def sentence_trainer(c, out_dir, tokenizer, splits, log=print, progress=True, world=None, device=None):
@@ -95,6 +99,7 @@ class Trainer:
         self.last_metrics, self.checkpointed = None, False
         self.tokens, self.eval_seconds = 0, 0.0  # real tokens trained on (all processes); time validating
         self.pos = Position(lr=c.lr)
+        self.aggressive = aggressive_encoder(c, family, self.world)
         self.experiment_log = make_log(c.log, out_dir) if self.world.main else None
         self.logged_config = False
 
@@ -191,11 +196,17 @@ class Trainer:
         if c.lr_schedule != "constant":
             self.optim.set_lr(self.lr_now())
         reset = self.family.before_step(self.pos.step, self.optim, self.log)
+        kwargs, aggressive = self.family.step_kwargs(self.pos.step, size), self.aggressive and not self.pos.aggressive_done
         # Pyro's validation checks shapes and supports of model and guide (our code, tested); off,
         # a step does less Python work. A bad step still stops the run:
         with torch.autocast(self.device.type, torch.bfloat16, enabled=c.amp == "bf16"), \
                 pyro.validation_enabled(False):
-            loss = self.svi.step(batch, **self.family.step_kwargs(self.pos.step, size))
+            if aggressive:  # the encoder first, then this step updates the decoder alone
+                batch_of = lambda split, at: self.family.batch(split, at, self.device)  # noqa: E731
+                self.pos.encoder_steps += self.aggressive.encoder_steps(
+                    self.svi, batch_of, self.splits["train"], c.batch_size, c.seed, self.pos.epoch, **kwargs)
+            with self.aggressive.frozen(self.optim, self.aggressive.encoder) if aggressive else contextlib.nullcontext():
+                loss = self.svi.step(batch, **kwargs)
         if self.average:
             if reset:  # weights re-initialized before this step: the average starts again from them
                 self.average.restart()
@@ -320,6 +331,16 @@ class Trainer:
         p = self.pos
         with self.average.swapped_in() if self.average else contextlib.nullcontext():
             m = self.family.validate(self.splits["valid"], max(self.c.batch_size, 64), self.world, p.step)
+            if self.aggressive:  # its phase ends when I(x; z) stops rising, judged at the scheduled
+                # validations alone: one at a stop (budget, Ctrl-C) leaves a resumed run as an uninterrupted one
+                mi = m["columns"]["val_mi"] = round(self.aggressive.mutual_information(
+                    self.splits["valid"], self.c.max_len, self.c.seed), 4)
+                if p.step % self.c.eval_every == 0:
+                    if not p.aggressive_done and mi <= p.mi:
+                        p.aggressive_done = True
+                        self.log(f"step {p.step}: aggressive encoder updates end after {p.encoder_steps} encoder "
+                                 f"steps (I(x;z) {mi:.3f}, before {p.mi:.3f})")
+                    p.mi = mi
             # the logs' sample sentences, from the weights validated (forked RNG: training's is untouched)
             samples = self.family.samples(4) if self.world.main and self.experiment_log else None
         minutes = p.minutes + (time.time() - started) / 60

@@ -27,6 +27,7 @@ class GlobalClipAdam(PyroOptim):
         self.lr, self.clip_norm = lr, clip_norm
         self.adam, self.params, self.pending = None, None, None
         self.sync = None  # called with the parameters before each step (data parallel: sums gradients)
+        self.frozen = ()  # parameters that the next steps leave as they are (--aggressive)
 
     def __call__(self, params, *args, **kwargs):
         if self.adam is None:
@@ -35,6 +36,8 @@ class GlobalClipAdam(PyroOptim):
             self.adam = make_adam(self.params, self.lr)
             if self.pending is not None:
                 self.adam.load_state_dict(self.pending)
+        for p in self.frozen:  # no gradient: Adam skips it, moments and all
+            p.grad = None
         if self.sync is not None:
             self.sync(self.params)
         if self.clip_norm > 0:  # a score-function baseline regresses costs in the thousands: not clipped
