@@ -121,6 +121,7 @@ RECIPES = {
     "fast-seed2": ("default", dict(V4, **FAST, seed=2), "best"),  # and a third
     # the autoencoder of those networks (as ae-skip-bow), the whole budget: their channel's limit
     "he2019-fast": ("he2019", dict(V4, **FAST), "best"),  # the defaults with He et al.'s aggressive encoder
+    "he2019-fast-e100": ("he2019", dict(V4, **FAST, eval_every=100), "best"),  # its phase judged every 100 steps
     "ae-fast": ("autoencoder", dict(AE, skip=True, bow=1.0, patience=0, **FAST), "best"),
     # the fast networks with a wider encoder (bidirectional 128 a direction, 1.20x the tokens/s of
     # SLOW against fast's 1.31x), and their autoencoder: does a wider summary carry more?

@@ -2,6 +2,7 @@
 step after them, the phase ended by the first validation whose I(x; z) does not rise."""
 
 import csv
+from types import SimpleNamespace
 
 import pyro
 import pytest
@@ -43,7 +44,9 @@ def _scripted(per_token, max_steps):
     encoder = AggressiveEncoder.__new__(AggressiveEncoder)
     encoder.max_steps, encoder.order, encoder.decoder = max_steps, (0, [[0]]), []
     svi = _ScriptedSVI(per_token)
-    taken = encoder.encoder_steps(svi, lambda split, at: _Batch(10), None, 1, 0, 0)
+    encoder.svae = SimpleNamespace(device="cpu")
+    taken = encoder.encoder_steps(svi, lambda split, at, device: _Batch(10), None,
+                                   SimpleNamespace(batch_size=1, seed=0), 0)
     return taken, svi.steps
 
 
@@ -90,10 +93,10 @@ def test_encoder_steps_move_the_encoder_alone_and_the_step_after_them_the_decode
     assert {names[id(p)].split(".")[0] for p in agg.decoder} >= {"decoder"}
     assert len(agg.encoder) + len(agg.decoder) == len(list(family.svae.parameters()))
     kwargs = family.step_kwargs(0, len(split))
-    batch_of = lambda s, at: gather(s, at)  # noqa: E731
+    batch_of = lambda s, at, device="cpu": gather(s, at)  # noqa: E731
     svi.step(batch_of(split, torch.arange(8)), **kwargs)  # SVI and Adam see every parameter once
     enc, dec = _snapshot(agg.encoder), _snapshot(agg.decoder)
-    taken = agg.encoder_steps(svi, batch_of, split, 8, 0, 0, **kwargs)
+    taken = agg.encoder_steps(svi, batch_of, split, SimpleNamespace(batch_size=8, seed=0), 0, **kwargs)
     assert 10 <= taken <= 20 and svi.optim.frozen == ()
     assert all(_changed(enc, agg.encoder)) and not any(_changed(dec, agg.decoder))
     enc, dec = _snapshot(agg.encoder), _snapshot(agg.decoder)

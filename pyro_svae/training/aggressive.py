@@ -40,17 +40,18 @@ class AggressiveEncoder:
         self.decoder = [p for p in svae.parameters() if id(p) not in encoder_ids]
         self.order = (None, None)  # (epoch, that epoch's batch order)
 
-    def encoder_steps(self, svi, batch_of, split, batch_size, seed, epoch, **kwargs):
+    def encoder_steps(self, svi, batch_of, split, c, epoch, **kwargs):
         """Up to ``max_steps`` SVI steps that update the encoder alone, each on a batch of this
-        epoch's order drawn at random (the global torch RNG), until the mean loss per token of the
-        last CHECK_EVERY steps is no lower than that of the CHECK_EVERY before. -> steps taken."""
+        epoch's order (config ``c``'s batches) drawn at random (the global torch RNG), until the mean
+        loss per token of the last CHECK_EVERY steps is no lower than that of the CHECK_EVERY before.
+        batch_of(split, positions, device) makes a batch. -> steps taken."""
         if self.order[0] != epoch:
-            self.order = (epoch, batch_order(split, batch_size, seed, epoch))
+            self.order = (epoch, batch_order(split, c.batch_size, c.seed, epoch))
         order = self.order[1]
         previous, loss, tokens = math.inf, 0.0, 0
         with self.frozen(svi.optim, self.decoder):
             for i in range(1, self.max_steps + 1):
-                batch = batch_of(split, order[int(torch.randint(len(order), ()))])
+                batch = batch_of(split, order[int(torch.randint(len(order), ()))], self.svae.device)
                 loss += float(svi.step(batch, **kwargs))
                 tokens += batch.num_tokens()
                 if i % CHECK_EVERY == 0:
@@ -58,6 +59,18 @@ class AggressiveEncoder:
                         return i
                     previous, loss, tokens = loss / tokens, 0.0, 0
         return self.max_steps
+
+    def validate(self, pos, split, c, log):
+        """I(x; z) now (metrics.csv's val_mi). At a scheduled validation (not one at a stop, so that a
+        resumed run is an uninterrupted one) the phase ends if it is no higher than the last one."""
+        mi = round(self.mutual_information(split, c.max_len, c.seed), 4)
+        if pos.step % c.eval_every == 0:
+            if not pos.aggressive_done and mi <= pos.mi:
+                pos.aggressive_done = True
+                log(f"step {pos.step}: aggressive encoder updates end after {pos.encoder_steps} encoder steps "
+                    f"(I(x;z) {mi:.3f}, before {pos.mi:.3f})")
+            pos.mi = mi
+        return mi
 
     @contextlib.contextmanager
     def frozen(self, optim, params):

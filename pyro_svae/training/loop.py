@@ -202,9 +202,8 @@ class Trainer:
         with torch.autocast(self.device.type, torch.bfloat16, enabled=c.amp == "bf16"), \
                 pyro.validation_enabled(False):
             if aggressive:  # the encoder first, then this step updates the decoder alone
-                batch_of = lambda split, at: self.family.batch(split, at, self.device)  # noqa: E731
                 self.pos.encoder_steps += self.aggressive.encoder_steps(
-                    self.svi, batch_of, self.splits["train"], c.batch_size, c.seed, self.pos.epoch, **kwargs)
+                    self.svi, self.family.batch, self.splits["train"], c, self.pos.epoch, **kwargs)
             with self.aggressive.frozen(self.optim, self.aggressive.encoder) if aggressive else contextlib.nullcontext():
                 loss = self.svi.step(batch, **kwargs)
         if self.average:
@@ -331,16 +330,8 @@ class Trainer:
         p = self.pos
         with self.average.swapped_in() if self.average else contextlib.nullcontext():
             m = self.family.validate(self.splits["valid"], max(self.c.batch_size, 64), self.world, p.step)
-            if self.aggressive:  # its phase ends when I(x; z) stops rising, judged at the scheduled
-                # validations alone: one at a stop (budget, Ctrl-C) leaves a resumed run as an uninterrupted one
-                mi = m["columns"]["val_mi"] = round(self.aggressive.mutual_information(
-                    self.splits["valid"], self.c.max_len, self.c.seed), 4)
-                if p.step % self.c.eval_every == 0:
-                    if not p.aggressive_done and mi <= p.mi:
-                        p.aggressive_done = True
-                        self.log(f"step {p.step}: aggressive encoder updates end after {p.encoder_steps} encoder "
-                                 f"steps (I(x;z) {mi:.3f}, before {p.mi:.3f})")
-                    p.mi = mi
+            if self.aggressive:
+                m["columns"]["val_mi"] = self.aggressive.validate(p, self.splits["valid"], self.c, self.log)
             # the logs' sample sentences, from the weights validated (forked RNG: training's is untouched)
             samples = self.family.samples(4) if self.world.main and self.experiment_log else None
         minutes = p.minutes + (time.time() - started) / 60
