@@ -167,9 +167,11 @@ function short(v) {
 async function loadTraining() {
   const data = await api("metrics");
   const charts = [["val_elbo", "validation ELBO"], ["val_rec", "reconstruction (nats)"], ["val_kl", "KL (nats)"],
-                  ["val_bleu", "reconstruction BLEU (validation sample)"], ["beta", "KL weight beta"],
+                  ["val_bleu", "reconstruction BLEU (validation sample)"], ["val_mi", "I(x;z) (--aggressive)"],
+                  ["beta", "KL weight beta"],
                   ["lr", "learning rate"], ["train_loss", "training loss"]]
-    .filter(([key]) => data.rows.length === 0 || key in data.rows[0]);  // runs before val_bleu lack it
+    // runs before val_bleu lack it; val_mi is --aggressive's
+    .filter(([key]) => (data.rows.length === 0 ? key !== "val_mi" : key in data.rows[0]));
   $("charts").replaceChildren(...charts.map(([key, title]) => chart(data.rows, key, title)));
   $("config").replaceChildren(...Object.entries(data.config).map(([k, v]) => {
     const tr = document.createElement("tr");
