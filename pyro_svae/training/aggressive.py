@@ -1,8 +1,9 @@
 """He et al. 2019's aggressive encoder updates ("Lagging Inference Networks and Posterior
 Collapse"), ``--aggressive N``: while the phase lasts, each training step is preceded by up to N
 steps that update the encoder alone, on random training batches, until their loss stops falling;
-the training step itself then updates the decoder alone. The phase ends at the first validation
-whose mutual information I(x; z) does not rise above the one before it."""
+the training step itself then updates the decoder alone. The phase ends at the first scheduled
+validation (every --eval-every steps) whose mutual information I(x; z) does not rise above the one
+before it."""
 
 import contextlib
 import math
@@ -34,7 +35,7 @@ class AggressiveEncoder:
     def __init__(self, svae, max_steps):
         self.svae, self.max_steps = svae, max_steps
         guide = [svae.encoder, svae.posterior] + ([svae.component] if svae.component is not None else [])
-        decoder_side = {id(p) for name, m in svae.named_children() if m not in guide for p in m.parameters()}
+        decoder_side = {id(p) for m in svae.children() if all(m is not g for g in guide) for p in m.parameters()}
         self.encoder = [p for m in guide for p in m.parameters() if id(p) not in decoder_side]
         encoder_ids = {id(p) for p in self.encoder}
         self.decoder = [p for p in svae.parameters() if id(p) not in encoder_ids]
