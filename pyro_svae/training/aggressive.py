@@ -40,6 +40,7 @@ class AggressiveEncoder:
         encoder_ids = {id(p) for p in self.encoder}
         self.decoder = [p for p in svae.parameters() if id(p) not in encoder_ids]
         self.order = (None, None)  # (epoch, that epoch's batch order)
+        self.mi_sentences = None  # validation_sample's, chosen once per run (as the BLEU sample)
 
     def encoder_steps(self, svi, batch_of, split, c, epoch, **kwargs):
         """Up to ``max_steps`` SVI steps that update the encoder alone, each on a batch of this
@@ -88,7 +89,9 @@ class AggressiveEncoder:
         aggregate posterior over the same sentences), on a forked RNG."""
         was_training = self.svae.training
         self.svae.eval()
-        sentences = EncodedSplit.from_lists(validation_sample(split, MI_SENTENCES, max_len))
+        if self.mi_sentences is None:
+            self.mi_sentences = EncodedSplit.from_lists(validation_sample(split, MI_SENTENCES, max_len))
+        sentences = self.mi_sentences
         dists, draws = [], []
         with forked_rng(self.svae.device):
             torch.manual_seed(seed)
